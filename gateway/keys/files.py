@@ -1,0 +1,85 @@
+"""Keys held in PEM files (the default key store; PKCS#11 can replace it behind the protocols)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+
+from gateway.errors import GatewayError
+
+
+class KeyLoadError(GatewayError):
+    """A key or certificate file is missing, unreadable or does not match."""
+
+
+SigningKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    """A certificate with its private key; implements KeySigner and, for RSA, KeyDecrypter."""
+
+    certificate: x509.Certificate
+    private_key: SigningKey
+
+    def sign(self, data: bytes, algorithm: hashes.HashAlgorithm) -> bytes:
+        if isinstance(self.private_key, rsa.RSAPrivateKey):
+            return self.private_key.sign(data, padding.PKCS1v15(), algorithm)
+        return self.private_key.sign(data, ec.ECDSA(algorithm))
+
+    def decrypt(self, ciphertext: bytes, pad: AsymmetricPadding) -> bytes:
+        if not isinstance(self.private_key, rsa.RSAPrivateKey):
+            raise ValueError("only RSA keys decrypt")
+        return self.private_key.decrypt(ciphertext, pad)
+
+
+def load_private_key(path: Path, password: bytes | None = None) -> SigningKey:
+    try:
+        key: PrivateKeyTypes = serialization.load_pem_private_key(
+            path.read_bytes(), password=password
+        )
+    except (OSError, ValueError, TypeError) as exc:
+        raise KeyLoadError(f"cannot load private key {path}", detail=f"{path}: {exc}") from None
+    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+        raise KeyLoadError(f"{path}: only RSA and EC keys are supported")
+    return key
+
+
+def load_certificates(path: Path) -> list[x509.Certificate]:
+    try:
+        certs = x509.load_pem_x509_certificates(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise KeyLoadError(f"cannot load certificate {path}", detail=f"{path}: {exc}") from None
+    return certs
+
+
+def load_key_pair(cert_path: Path, key_path: Path, password: bytes | None = None) -> KeyPair:
+    certificate = load_certificates(cert_path)[0]
+    key = load_private_key(key_path, password)
+    if certificate.public_key() != key.public_key():
+        raise KeyLoadError(f"{key_path} is not the key of {cert_path}")
+    return KeyPair(certificate=certificate, private_key=key)
+
+
+def write_private_key(path: Path, key: SigningKey) -> None:
+    """Write a key readable by its owner only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_bytes(data)
+
+
+def write_certificates(path: Path, certificates: list[x509.Certificate]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certificates))

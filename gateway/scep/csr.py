@@ -1,0 +1,129 @@
+"""PKCS#10 certification requests as real clients send them (RFC 2986, RFC 8894 3.3.1).
+
+Parsed with asn1crypto rather than ``cryptography.x509.load_der_x509_csr``: Apple devices
+send version 2 in the CSR (shared/vectors/smallstep-scep/PKCSReq.der), which cryptography
+refuses. We check the self-signature ourselves.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from asn1crypto import csr as asn1_csr
+from asn1crypto import x509 as asn1_x509
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPublicKeyTypes
+
+from gateway.scep.crypto import DIGESTS, digest
+
+
+@dataclass(frozen=True)
+class CertificationRequest:
+    der: bytes
+    subject: x509.Name
+    public_key: CertificateIssuerPublicKeyTypes
+    challenge_password: str | None
+    subject_alt_names: tuple[x509.GeneralName, ...]
+    signature_valid: bool
+
+
+def load_name(value: asn1_x509.Name) -> x509.Name:
+    """An asn1crypto Name as a cryptography Name (cryptography has no DER loader for Names)."""
+    rdns = []
+    for rdn in value.chosen:
+        attrs = []
+        for ava in rdn:
+            text = ava["value"].native
+            attrs.append(
+                x509.NameAttribute(
+                    x509.ObjectIdentifier(ava["type"].dotted),
+                    text if isinstance(text, str) else str(text),
+                    _validate=False,
+                )
+            )
+        rdns.append(x509.RelativeDistinguishedName(attrs))
+    return x509.Name(rdns)
+
+
+def _general_name(name: asn1_x509.GeneralName) -> x509.GeneralName | None:
+    kind, value = name.name, name.native
+    if kind == "dns_name":
+        return x509.DNSName(value)
+    if kind == "rfc822_name":
+        return x509.RFC822Name(value)
+    if kind == "uniform_resource_identifier":
+        return x509.UniformResourceIdentifier(value)
+    if kind == "ip_address":
+        return x509.IPAddress(ipaddress.ip_address(value))
+    if kind == "directory_name":
+        return x509.DirectoryName(load_name(name.chosen))
+    return None  # otherName and friends: a certificate profile decides about them later
+
+
+def _subject_alt_names(info: asn1_csr.CertificationRequestInfo) -> tuple[x509.GeneralName, ...]:
+    names: list[x509.GeneralName] = []
+    for attr in info["attributes"]:
+        if attr["type"].native != "extension_request":
+            continue
+        for extensions in attr["values"]:
+            for ext in extensions:
+                if ext["extn_id"].native == "subject_alt_name":
+                    names.extend(
+                        gn for gn in (_general_name(n) for n in ext["extn_value"].parsed) if gn
+                    )
+    return tuple(names)
+
+
+def _signature_valid(request: asn1_csr.CertificationRequest, key: object) -> bool:
+    algo = request["signature_algorithm"]
+    signature = request["signature"].native
+    signed = request["certification_request_info"].dump()
+    try:
+        if isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+            key.verify(signature, signed)
+            return True
+        hash_name = algo.hash_algo
+        if hash_name not in DIGESTS:
+            return False
+        if isinstance(key, rsa.RSAPublicKey) and algo.signature_algo == "rsassa_pkcs1v15":
+            key.verify(signature, signed, padding.PKCS1v15(), digest(hash_name))
+        elif isinstance(key, ec.EllipticCurvePublicKey) and algo.signature_algo == "ecdsa":
+            key.verify(signature, signed, ec.ECDSA(digest(hash_name)))
+        else:
+            return False
+    except (InvalidSignature, ValueError, UnsupportedAlgorithm):
+        return False
+    return True
+
+
+def parse(der: bytes) -> CertificationRequest:
+    """Parse a DER (or BER) PKCS#10 request; raises ValueError-family errors on garbage."""
+    request = asn1_csr.CertificationRequest.load(der)
+    info = request["certification_request_info"]
+    key = serialization.load_der_public_key(info["subject_pk_info"].dump())
+    if not isinstance(
+        key,
+        rsa.RSAPublicKey
+        | ec.EllipticCurvePublicKey
+        | ed25519.Ed25519PublicKey
+        | ed448.Ed448PublicKey,
+    ):
+        raise ValueError("unsupported public key type in the request")
+    challenge: str | None = None
+    for attr in info["attributes"]:
+        if attr["type"].native == "challenge_password":
+            # RFC 2985 5.4.1: any DirectoryString type (Printable, UTF8, BMP, ...).
+            value = attr["values"][0].native
+            challenge = value if isinstance(value, str) else None
+    return CertificationRequest(
+        der=der,
+        subject=load_name(info["subject"]),
+        public_key=key,
+        challenge_password=challenge,
+        subject_alt_names=_subject_alt_names(info),
+        signature_valid=_signature_valid(request, key),
+    )
