@@ -39,32 +39,49 @@ class KeyPair:
         return self.private_key.decrypt(ciphertext, pad)
 
 
-def load_private_key(path: Path, password: bytes | None = None) -> SigningKey:
+def parse_private_key(pem: bytes, origin: str) -> SigningKey:
     try:
-        key: PrivateKeyTypes = serialization.load_pem_private_key(
-            path.read_bytes(), password=password
-        )
-    except (OSError, ValueError, TypeError) as exc:
-        raise KeyLoadError(f"cannot load private key {path}", detail=f"{path}: {exc}") from None
+        key: PrivateKeyTypes = serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError) as exc:
+        # The library's message never contains key material.
+        raise KeyLoadError(f"cannot load private key {origin}", detail=f"{origin}: {exc}") from None
     if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
-        raise KeyLoadError(f"{path}: only RSA and EC keys are supported")
+        raise KeyLoadError(f"{origin}: only RSA and EC keys are supported")
     return key
+
+
+def read_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise KeyLoadError(
+            f"cannot read {path}", detail=f"cannot read {path}: {exc.strerror}"
+        ) from None
 
 
 def load_certificates(path: Path) -> list[x509.Certificate]:
     try:
-        certs = x509.load_pem_x509_certificates(path.read_bytes())
-    except (OSError, ValueError) as exc:
+        certs = x509.load_pem_x509_certificates(read_file(path))
+    except ValueError as exc:
         raise KeyLoadError(f"cannot load certificate {path}", detail=f"{path}: {exc}") from None
     return certs
 
 
-def load_key_pair(cert_path: Path, key_path: Path, password: bytes | None = None) -> KeyPair:
+def load_key_pair(cert_path: Path, key_pem: bytes, key_origin: str) -> KeyPair:
     certificate = load_certificates(cert_path)[0]
-    key = load_private_key(key_path, password)
+    key = parse_private_key(key_pem, key_origin)
     if certificate.public_key() != key.public_key():
-        raise KeyLoadError(f"{key_path} is not the key of {cert_path}")
+        raise KeyLoadError(
+            f"{key_origin} is not the key of {cert_path}",
+            detail=f"{key_origin} is not the key of {cert_path}",
+        )
     return KeyPair(certificate=certificate, private_key=key)
+
+
+def data_path(data_dir: Path, path: str) -> Path:
+    """Relative paths in the configuration are relative to the data directory."""
+    p = Path(path)
+    return p if p.is_absolute() else data_dir / p
 
 
 def write_private_key(path: Path, key: SigningKey) -> None:

@@ -33,7 +33,7 @@ from gateway.scep.messages import (
 _PARSE_ERRORS = (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError)
 
 
-def _printable(value: core.Asn1Value) -> str:
+def printable(value: core.Asn1Value) -> str:
     parsed = value.native if not isinstance(value, core.Any) else value.parse(core.PrintableString)
     text = parsed.native if isinstance(parsed, core.Asn1Value) else parsed
     if not isinstance(text, str):
@@ -41,7 +41,7 @@ def _printable(value: core.Asn1Value) -> str:
     return text
 
 
-def _octets(value: core.Asn1Value) -> bytes:
+def octets(value: core.Asn1Value) -> bytes:
     parsed = value.parse(core.OctetString) if isinstance(value, core.Any) else value
     octets = parsed.native
     if not isinstance(octets, bytes):
@@ -78,8 +78,12 @@ def _signer(certificates: list[asn1_x509.Certificate], sid: cms.SignerIdentifier
     raise ValueError("signer certificate not included")
 
 
-def read_signed_message(data: bytes) -> SignedMessage:
-    """Parse the outer SignedData and its SCEP attributes, without verifying anything."""
+def read_signed_message(data: bytes, known_signers: Sequence[bytes] = ()) -> SignedMessage:
+    """Parse the outer SignedData and its SCEP attributes, without verifying anything.
+
+    ``known_signers`` (DER) are tried when the message does not carry its signer certificate:
+    NDES leaves `certificates` empty (shared vector testca2), clients then use GetCACert's.
+    """
     try:
         info = cms.ContentInfo.load(data, strict=False)
         if info["content_type"].native != "signed_data":
@@ -100,16 +104,20 @@ def read_signed_message(data: bytes) -> SignedMessage:
             values = attr["values"]
             if len(values):
                 attrs[attr["type"].dotted] = values[0]
-        transaction_id = _printable(attrs[oids.TRANSACTION_ID])
-        sender_nonce = _octets(attrs[oids.SENDER_NONCE])
-        message_type = _printable(attrs.get(oids.MESSAGE_TYPE, core.PrintableString("")))
+        transaction_id = printable(attrs[oids.TRANSACTION_ID])
+        nonce = attrs.get(oids.SENDER_NONCE)
+        sender_nonce = octets(nonce) if nonce is not None else b""
+        message_type = printable(attrs.get(oids.MESSAGE_TYPE, core.PrintableString("")))
         signing_time_attr = attrs.get("1.2.840.113549.1.9.5")
         signing_time = signing_time_attr.native if signing_time_attr is not None else None
         content_type = attrs.get("1.2.840.113549.1.9.3")
         message_digest = attrs.get("1.2.840.113549.1.9.4")
         signature_algo = signer_info["signature_algorithm"].signature_algo
         digest_name = signer_info["digest_algorithm"]["algorithm"].native
-        signer = _signer(certificates, signer_info["sid"])
+        signer = _signer(
+            [*certificates, *(asn1_x509.Certificate.load(c) for c in known_signers)],
+            signer_info["sid"],
+        )
         return SignedMessage(
             message_type=message_type,
             transaction_id=transaction_id,
@@ -120,7 +128,7 @@ def read_signed_message(data: bytes) -> SignedMessage:
             certificates=tuple(c.dump() for c in certificates),
             content=content,
             signed_attrs_der=_signed_attrs_der(signer_info),
-            message_digest=_octets(message_digest) if message_digest is not None else b"",
+            message_digest=octets(message_digest) if message_digest is not None else b"",
             content_type_ok=content_type is not None and content_type.native == "data",
             signature=signer_info["signature"].native,
             signature_algo=signature_algo,
@@ -204,6 +212,9 @@ def open_request(message: SignedMessage, decrypters: Sequence[KeyDecrypter]) -> 
     """Verify, decrypt and decode the payload of a parsed request."""
     verify(message)
     kind = message_type(message)
+    if not message.sender_nonce:
+        # RFC 8894 3.2.1.5: every message carries a senderNonce, which the answer echoes.
+        raise ScepFailure(FailInfo.BAD_REQUEST, "senderNonce missing")
     opened = scep_cms.open_envelope(message.content, decrypters)
     request = PkiRequest(
         message_type=kind,

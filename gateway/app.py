@@ -1,0 +1,67 @@
+"""create_app(settings): the Quart app, its services, and what starts and stops with it."""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import UTC, datetime
+
+from quart import Quart, Response
+from werkzeug.exceptions import HTTPException
+
+from gateway import assembly
+from gateway.config import loader
+from gateway.enrollment import Enrollment
+from gateway.http.routes import Services, raw_response, scep
+from gateway.registry import Snapshot
+from gateway.settings import Settings
+from gateway.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def load_snapshot(settings: Settings) -> Snapshot:
+    """Load, create first-start material, assemble. Raises ConfigError."""
+    config = loader.load(settings.config_dir)
+    assembly.prepare(config, settings.data_dir, now=utc_now())
+    return assembly.assemble(config, settings.data_dir)
+
+
+def create_app(settings: Settings) -> Quart:
+    app = Quart(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.register_blueprint(scep)
+    snapshot = load_snapshot(settings)  # a bad config fails the start (exit 1 in the CLI)
+
+    @app.before_serving
+    async def start() -> None:
+        store = await Store.open(settings.database)
+        enrollment = Enrollment(store, clock=utc_now, random=os.urandom)
+        app.config["SERVICES"] = Services(
+            lambda: snapshot, enrollment, store, settings.max_url_bytes
+        )
+        log.info("serving aliases %s", ", ".join(sorted(snapshot.aliases)))
+
+    @app.after_serving
+    async def stop() -> None:
+        services: Services | None = app.config.get("SERVICES")
+        if services is not None:
+            await services.store.close()
+
+    @app.errorhandler(HTTPException)
+    async def http_error(error: HTTPException) -> Response:
+        # Framework answers (413 from MAX_CONTENT_LENGTH, 404 for unknown paths, 405): plain
+        # text, no HTML.
+        code = error.code or 400
+        return raw_response(f"{error.name}\n".encode(), "text/plain", code)
+
+    @app.errorhandler(Exception)
+    async def internal_error(error: Exception) -> Response:
+        log.exception("unhandled error", exc_info=error)
+        return raw_response(b"internal error\n", "text/plain", 500)
+
+    return app

@@ -1,0 +1,101 @@
+"""Config model -> runtime objects: keys loaded, CAs built, per-alias answers prepared."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+
+from gateway.ca import bootstrap
+from gateway.ca.local import LocalCA
+from gateway.config.model import AliasConfig, CaConfig, Config, KeyPairConfig, SecretRef
+from gateway.errors import ConfigError, ConfigIssue
+from gateway.keys.files import (
+    KeyLoadError,
+    KeyPair,
+    data_path,
+    load_certificates,
+    load_key_pair,
+    read_file,
+)
+from gateway.registry import AliasRuntime, CaRuntime, ScepKeys, Snapshot, capabilities_for
+
+
+def _key_pem(data_dir: Path, ref: SecretRef) -> tuple[bytes, str]:
+    if ref.file is not None:
+        path = data_path(data_dir, ref.file)
+        return read_file(path), str(path)
+    name = ref.env or ""
+    value = os.environ.get(name)
+    if value is None:
+        raise KeyLoadError(f"environment variable {name} is not set")
+    return value.encode(), f"environment variable {name}"
+
+
+def _pair(data_dir: Path, cfg: KeyPairConfig, source: str, where: str) -> KeyPair:
+    try:
+        pem, origin = _key_pem(data_dir, cfg.key)
+        return load_key_pair(data_path(data_dir, cfg.certificate), pem, origin)
+    except KeyLoadError as exc:
+        raise ConfigError([ConfigIssue(source, where, exc.detail)]) from None
+
+
+def build_ca(data_dir: Path, cfg: CaConfig) -> CaRuntime:
+    pair = _pair(data_dir, KeyPairConfig(cfg.certificate, cfg.key), cfg.source, "$")
+    chain = load_certificates(data_path(data_dir, cfg.certificate))[1:]  # read fine just above
+    ra_signer = ra_encrypter = None
+    if cfg.ra is not None:
+        ra_signer = _pair(data_dir, cfg.ra.signer, cfg.source, "$.ra.signer")
+        ra_encrypter = _pair(data_dir, cfg.ra.encrypter, cfg.source, "$.ra.encrypter")
+    return CaRuntime(
+        name=cfg.name,
+        issuer=LocalCA(name=cfg.name, key_pair=pair, digest=cfg.digest),
+        chain=tuple(chain),
+        ra_signer=ra_signer,
+        ra_encrypter=ra_encrypter,
+    )
+
+
+def _keys(alias: AliasConfig, ca: CaRuntime) -> ScepKeys:
+    if alias.scep_keys == "ra":
+        # The loader refuses `scep_keys: ra` on a CA without `ra`.
+        assert ca.ra_signer is not None
+        assert ca.ra_encrypter is not None
+        return ScepKeys(ca=ca, signer=ca.ra_signer, decrypter=ca.ra_encrypter)
+    return ScepKeys(ca=ca, signer=ca.issuer.key_pair, decrypter=ca.issuer.key_pair)
+
+
+def build_alias(alias: AliasConfig, cas: dict[str, CaRuntime]) -> AliasRuntime:
+    names = [n for n in (alias.ca, *alias.cas) if n is not None]
+    served = {n: cas[n] for n in names}
+    return AliasRuntime(
+        config=alias,
+        own_ca=cas[alias.ca] if alias.ca else None,
+        cas=served,
+        keys=tuple(_keys(alias, cas[n]) for n in names),
+        capabilities=capabilities_for(alias),
+    )
+
+
+def assemble(config: Config, data_dir: Path) -> Snapshot:
+    """Build every runtime object, or raise ConfigError with every problem found."""
+    issues: list[ConfigIssue] = []
+    cas: dict[str, CaRuntime] = {}
+    for cfg in config.cas.values():
+        try:
+            cas[cfg.name] = build_ca(data_dir, cfg)
+        except ConfigError as exc:
+            issues.extend(exc.issues)
+    if issues:
+        raise ConfigError(issues)
+    aliases = {name: build_alias(a, cas) for name, a in config.aliases.items()}
+    return Snapshot(aliases=aliases, cas=cas)
+
+
+def prepare(config: Config, data_dir: Path, *, now: datetime) -> None:
+    """First start: create the CAs and RA pairs the config asks for; later starts reuse them."""
+    for cfg in config.cas.values():
+        bootstrap.ensure_ca(data_dir, cfg, now=now)
+        if cfg.ra is not None and not data_path(data_dir, cfg.ra.signer.certificate).exists():
+            without_ra = CaConfig(cfg.name, cfg.source, cfg.certificate, cfg.key, cfg.digest)
+            bootstrap.issue_ra(data_dir, cfg, build_ca(data_dir, without_ra).issuer, now=now)

@@ -1,0 +1,252 @@
+"""scep-gateway serve | check-config | ca ... | entity ..."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import string
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from cryptography import x509
+
+from gateway import assembly
+from gateway.app import create_app, utc_now
+from gateway.ca import bootstrap
+from gateway.config import loader
+from gateway.errors import ConfigError, GatewayError
+from gateway.policy.codes import hash_code
+from gateway.settings import Settings
+from gateway.store import EndEntity, EntityStatus, Store
+
+# REQ-03: generated codes stay inside PrintableString, or the Windows client refuses them.
+_CODE_ALPHABET = string.ascii_letters + string.digits
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings(
+        config_dir=Path(args.config),
+        data_dir=Path(args.data_dir),
+        database_url=args.database,
+        bind=getattr(args, "bind", "127.0.0.1:8080"),
+    )
+
+
+def _fail(message: str) -> int:
+    print(f"scep-gateway: {message}", file=sys.stderr)
+    return 1
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config as HypercornConfig
+
+    settings = _settings(args)
+    app = create_app(settings)
+    hc = HypercornConfig()
+    hc.bind = [settings.bind]
+    hc.accesslog = None
+    # HTTP-06: GET PKIOperation URLs of 4096-bit requests exceed h11's 16 KiB default.
+    hc.h11_max_incomplete_size = settings.max_url_bytes + 16 * 1024
+    hc.keep_alive_timeout = 30
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(app, hc, shutdown_trigger=stop.wait)
+
+    print(f"scep-gateway serving {settings.config_dir} on http://{settings.bind}", flush=True)
+    asyncio.run(run())
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        config = loader.load(Path(args.directory))
+        assembly.assemble(config, Path(args.data_dir))
+    except ConfigError as error:
+        for issue in error.issues:
+            print(issue)
+        return 1
+    print(f"ok: {len(config.aliases)} aliases, {len(config.cas)} CAs")
+    return 0
+
+
+def cmd_ca_issue_ra(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    config = loader.load(settings.config_dir)
+    cfg = config.cas.get(args.ca)
+    if cfg is None:
+        return _fail(f"unknown CA {args.ca!r}")
+    if cfg.ra is None:
+        return _fail(f"CA {args.ca!r} has no `ra` section in {cfg.source}")
+    assembly.prepare(config, settings.data_dir, now=utc_now())
+    ca = assembly.build_ca(settings.data_dir, cfg)
+    bootstrap.issue_ra(settings.data_dir, cfg, ca.issuer, now=utc_now())
+    print(f"issued RA signer and encrypter for {args.ca}; reload or restart the server to use them")
+    return 0
+
+
+async def _with_store(settings: Settings, action: object) -> int:
+    store = await Store.open(settings.database)
+    try:
+        return await action(store)  # type: ignore[operator,no-any-return]
+    finally:
+        await store.close()
+
+
+def _show(entity: EndEntity) -> str:
+    return (
+        f"username: {entity.username}\nsubject: {entity.subject_dn}\nca: {entity.ca}\n"
+        f"status: {entity.status}\ncreated: {entity.created_at.isoformat()}\n"
+        f"updated: {entity.updated_at.isoformat()}"
+    )
+
+
+def _code(args: argparse.Namespace) -> tuple[str, bool]:
+    if args.password:
+        return args.password, False
+    if args.password_env:
+        value = os.environ.get(args.password_env)
+        if not value:
+            raise GatewayError(f"environment variable {args.password_env} is empty")
+        return value, False
+    return "".join(secrets.choice(_CODE_ALPHABET) for _ in range(20)), True
+
+
+def cmd_entity(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+
+    async def action(store: Store) -> int:
+        if args.entity_command == "list":
+            for e in await store.list_end_entities():
+                print(f"{e.username}\t{e.status}\t{e.ca}\t{e.subject_dn}")
+            return 0
+        if args.entity_command == "show":
+            entity = await store.get_end_entity(args.username)
+            if entity is None:
+                return _fail(f"no end entity {args.username!r}")
+            print(_show(entity))
+            return 0
+        code, generated = _code(args)
+        now = utc_now()
+        if args.entity_command == "add":
+            config = loader.load(settings.config_dir)
+            if args.ca not in config.cas:
+                return _fail(f"unknown CA {args.ca!r}")
+            try:
+                dn = x509.Name.from_rfc4514_string(args.dn or f"CN={args.username}")
+            except ValueError as exc:
+                return _fail(f"invalid DN: {exc}")
+            await store.add_end_entity(
+                EndEntity(
+                    username=args.username,
+                    code_hash=hash_code(code),
+                    subject_dn=dn.rfc4514_string(),
+                    ca=args.ca,
+                    status=EntityStatus.NEW,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            print(f"added end entity {args.username}")
+        else:
+            await store.reset_end_entity(args.username, hash_code(code), now)
+            print(f"reset end entity {args.username}: it may enroll once more")
+        if generated:
+            print(f"enrollment code: {code}")
+        return 0
+
+    return asyncio.run(_with_store(settings, action))
+
+
+def parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        default=os.environ.get("SCEP_GATEWAY_CONFIG", "config.example"),
+        help="configuration directory (env SCEP_GATEWAY_CONFIG)",
+    )
+    common.add_argument(
+        "--data-dir",
+        default=os.environ.get("SCEP_GATEWAY_DATA", "var"),
+        help="state directory: CA files, SQLite database (env SCEP_GATEWAY_DATA)",
+    )
+    common.add_argument(
+        "--database",
+        default=os.environ.get("SCEP_GATEWAY_DATABASE"),
+        help="SQLAlchemy URL, e.g. postgresql+asyncpg://user@host/db (default: SQLite in the "
+        "data directory; env SCEP_GATEWAY_DATABASE)",
+    )
+    top = argparse.ArgumentParser(prog="scep-gateway", description="SCEP enrollment gateway")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", parents=[common], help="serve SCEP over HTTP")
+    serve.add_argument("--bind", default="127.0.0.1:8080", help="HOST:PORT to listen on")
+    serve.set_defaults(func=cmd_serve)
+
+    check = sub.add_parser("check-config", parents=[common], help="validate a config directory")
+    check.add_argument("directory")
+    check.set_defaults(func=cmd_check_config)
+
+    ca = sub.add_parser("ca", help="CA operations")
+    ca_sub = ca.add_subparsers(dest="ca_command", required=True)
+    issue_ra = ca_sub.add_parser(
+        "issue-ra", parents=[common], help="issue the RA signing + encryption pair of a CA"
+    )
+    issue_ra.add_argument("ca")
+    issue_ra.set_defaults(func=cmd_ca_issue_ra)
+
+    entity = sub.add_parser("entity", help="end entities for CA mode")
+    ent_sub = entity.add_subparsers(dest="entity_command", required=True)
+    for name, help_text in (
+        ("add", "register an end entity (CN = username, challenge = enrollment code)"),
+        ("reset", "set a new enrollment code and allow one more enrollment"),
+    ):
+        p = ent_sub.add_parser(name, parents=[common], help=help_text)
+        p.add_argument("username", nargs="?" if name == "add" else None)
+        if name == "add":
+            p.add_argument("--username", dest="username_opt")
+            p.add_argument("--dn", help="subject DN for the certificate (default CN=<username>)")
+            p.add_argument("--ca", required=True, help="CA name")
+        p.add_argument("--password", help="enrollment code (default: generate and print one)")
+        p.add_argument("--password-env", help="read the enrollment code from this env variable")
+        p.set_defaults(func=cmd_entity)
+    lst = ent_sub.add_parser("list", parents=[common], help="list end entities")
+    lst.set_defaults(func=cmd_entity)
+    show = ent_sub.add_parser("show", parents=[common], help="show one end entity")
+    show.add_argument("username")
+    show.set_defaults(func=cmd_entity)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(
+        level=os.environ.get("SCEP_GATEWAY_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    args = parser().parse_args(argv)
+    if getattr(args, "username_opt", None):
+        args.username = args.username_opt
+    if getattr(args, "entity_command", None) == "add" and not args.username:
+        return _fail("entity add needs --username")
+    try:
+        result: int = args.func(args)
+    except ConfigError as error:
+        for issue in error.issues:
+            print(issue, file=sys.stderr)
+        return 1
+    except GatewayError as error:
+        return _fail(error.client_text)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""The SCEP and health endpoints (DESIGN.md section 7). The only module that knows Quart routes."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from quart import Blueprint, Response, current_app, request
+
+from gateway.enrollment import Enrollment
+from gateway.errors import GatewayError, MalformedRequest, NotFound, PayloadTooLarge, UnknownAlias
+from gateway.http import transport
+from gateway.registry import CA_RA_CERT_CHAIN, Snapshot
+from gateway.store import Store
+
+log = logging.getLogger(__name__)
+
+PKI_MESSAGE = "application/x-pki-message"
+DEFAULT_ALIAS = "scep"  # EJBCA: an empty alias is alias `scep`
+
+
+def raw_response(body: bytes, content_type: str, status: int = 200) -> Response:
+    """HTTP-08: exact content types, no `; charset=` parameter appended."""
+    response = Response(body, status=status)
+    response.headers["Content-Type"] = content_type
+    return response
+
+
+def problem(error: GatewayError) -> Response:
+    status = 400
+    if isinstance(error, UnknownAlias):
+        status = 404
+    elif isinstance(error, MalformedRequest | PayloadTooLarge | NotFound):
+        status = error.status
+    log.info("HTTP %d: %s", status, error.detail)
+    return raw_response(f"{error.client_text}\n".encode(), "text/plain", status)
+
+
+class Services:
+    """What the routes need, set up by the app at start."""
+
+    def __init__(
+        self, snapshot: Callable[[], Snapshot], enrollment: Enrollment, store: Store, max_url: int
+    ) -> None:
+        self.snapshot = snapshot
+        self.enrollment = enrollment
+        self.store = store
+        self.max_url = max_url
+
+
+def services() -> Services:
+    found: Services = current_app.config["SERVICES"]
+    return found
+
+
+scep = Blueprint("scep", __name__)
+
+SCEP_PATHS = (
+    "/scep/<alias>/pkiclient.exe",
+    "/scep/<alias>",
+    "/scep/<alias>/",
+    "/ejbca/publicweb/apply/scep/<alias>/pkiclient.exe",
+)
+DEFAULT_PATHS = (
+    "/scep/pkiclient.exe",
+    "/cgi-bin/pkiclient.exe",  # HTTP-01: the clients' default SCEPPATH
+    "/ejbca/publicweb/apply/scep/pkiclient.exe",
+)
+
+
+async def _serve(alias_name: str) -> Response:
+    svc = services()
+    started = time.perf_counter()
+    try:
+        body = b""
+        if request.method == "POST":
+            data = await request.get_data(cache=False)
+            body = data.encode("latin-1") if isinstance(data, str) else data
+        scep_request = transport.parse(
+            request.method, request.query_string, body, max_url_bytes=svc.max_url
+        )
+        # One snapshot for the whole request: a reload in between does not mix configurations.
+        alias = svc.snapshot().alias(alias_name)
+        op = scep_request.operation
+        if op == "GetCACaps":
+            return raw_response(alias.capabilities, "text/plain")
+        if op == "GetCACert":
+            payload, content_type = alias.ca_certificates(alias.select_ca(scep_request.message))
+            return raw_response(payload, content_type)
+        if op == "GetCACertChain":
+            ca = alias.select_ca(scep_request.message)
+            return raw_response(alias.ca_chain(ca), CA_RA_CERT_CHAIN)
+        if op == "GetNextCACert":
+            # CAPS-04 / NEXT-03: no rollover certificate, so the request is refused.
+            raise NotFound("no rollover CA certificate", status=403)
+        answer = await svc.enrollment.pki_operation(alias, scep_request.payload)
+        log.info(
+            "PKIOperation alias=%s status=%s %.1f ms",
+            alias_name,
+            answer.status,
+            (time.perf_counter() - started) * 1000,
+        )
+        return raw_response(answer.body, PKI_MESSAGE)
+    except GatewayError as error:
+        return problem(error)
+
+
+async def scep_alias(alias: str) -> Response:
+    return await _serve(alias)
+
+
+async def scep_default() -> Response:
+    return await _serve(DEFAULT_ALIAS)
+
+
+for _path in SCEP_PATHS:
+    scep.add_url_rule(_path, view_func=scep_alias, methods=["GET", "POST"])
+for _path in DEFAULT_PATHS:
+    scep.add_url_rule(_path, view_func=scep_default, methods=["GET", "POST"])
+
+
+@scep.route("/healthz")
+async def healthz() -> Response:
+    return raw_response(b"ok\n", "text/plain")
+
+
+@scep.route("/readyz")
+async def readyz() -> Response:
+    svc = services()
+    try:
+        await svc.store.ping()
+    except GatewayError as error:
+        log.warning("not ready: %s", error.detail)
+        return raw_response(b"database unreachable\n", "text/plain", 503)
+    aliases = ",".join(sorted(svc.snapshot().aliases))
+    return raw_response(f"ready aliases={aliases}\n".encode(), "text/plain")

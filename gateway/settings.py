@@ -1,0 +1,24 @@
+"""Process settings (not per alias): where to listen, what to serve, where state lives."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    config_dir: Path = Path("config.example")
+    data_dir: Path = Path("var")
+    database_url: str | None = None  # default: SQLite in the data directory
+    bind: str = "127.0.0.1:8080"
+    workers: int = 1
+    # HTTP-04/06: a PKIOperation is a few KB; 4096-bit keys with chains stay well below these.
+    max_body_bytes: int = 256 * 1024
+    max_url_bytes: int = 64 * 1024
+
+    @property
+    def database(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'gateway.sqlite3').resolve()}"
