@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from asn1crypto import cms
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -39,12 +40,9 @@ def test_jscep_tampered_pkcsreq_fails_verification() -> None:
     data = bytearray(_der(JSCEP / "scep_req2.der"))
     data[-10] ^= 0x01  # inside the signature value
     message = decode.read_signed_message(bytes(data))
-    try:
+    with pytest.raises(ScepFailure) as failure:
         decode.verify(message)
-    except ScepFailure as failure:
-        assert failure.fail_info == FailInfo.BAD_MESSAGE_CHECK
-    else:
-        raise AssertionError("a tampered signature verified")
+    assert failure.value.fail_info == FailInfo.BAD_MESSAGE_CHECK
 
 
 def test_jscep_csr_challenge_and_sans() -> None:
@@ -130,10 +128,7 @@ def test_apple_request_for_another_ca_is_not_decrypted() -> None:
         "vector key",
     )
     message = decode.read_signed_message(_der(SMALLSTEP / "PKCSReq.der"))
-    try:
+    with pytest.raises(ScepFailure) as failure:
         open_envelope(message.content, [client])
-    except ScepFailure as failure:
-        assert failure.fail_info == FailInfo.BAD_MESSAGE_CHECK
-        assert failure.client_text == "the request could not be decrypted"
-    else:
-        raise AssertionError("decrypted with a key it was not encrypted to")
+    assert failure.value.fail_info == FailInfo.BAD_MESSAGE_CHECK
+    assert failure.value.client_text == "the request could not be decrypted"
