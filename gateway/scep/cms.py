@@ -142,6 +142,34 @@ def verify_signature(
         ) from None
 
 
+class _OctetChunks(core.SequenceOf):  # type: ignore[misc]
+    _child_spec = core.OctetString
+
+
+class _ChunkedEncryptedContentInfo(cms.EncryptedContentInfo):  # type: ignore[misc]
+    _fields = [  # noqa: RUF012
+        ("content_type", cms.ContentType),
+        ("content_encryption_algorithm", cms.EncryptionAlgorithm),
+        ("encrypted_content", _OctetChunks, {"implicit": 0, "optional": True}),
+    ]
+
+
+def _encrypted_content(eci: cms.EncryptedContentInfo) -> bytes:
+    """The [0] IMPLICIT encryptedContent, primitive or constructed.
+
+    Go's pkcs7 (micromdm scepclient) sends it constructed, in chunks, which BER allows and
+    asn1crypto's implicit OCTET STRING refuses.
+    """
+    try:
+        value = eci["encrypted_content"].native
+    except ValueError:
+        chunks = _ChunkedEncryptedContentInfo.load(eci.dump())["encrypted_content"]
+        value = b"".join(chunk.native for chunk in chunks)
+    if not isinstance(value, bytes):
+        raise ValueError("no encrypted content")
+    return value
+
+
 @dataclass(frozen=True)
 class Opened:
     """A decrypted envelope."""
@@ -205,7 +233,7 @@ def open_envelope(data: bytes, decrypters: Sequence[KeyDecrypter]) -> Opened:
             for i, cert in enumerate(ours)
             if _rid_matches(ri.chosen["rid"], cert)
         ]
-        ciphertext = eci["encrypted_content"].native
+        ciphertext = _encrypted_content(eci)
     except ScepFailure:
         raise
     except (ValueError, TypeError, KeyError, AttributeError) as exc:

@@ -1,0 +1,1 @@
+"""Interop tests: real third-party SCEP clients against scep-gateway (see ``clients.py``)."""
