@@ -19,14 +19,27 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
 from gateway.errors import FailInfo, ScepFailure
-from gateway.keys.files import KeyPair
 from gateway.scep import cms as scep_cms
 from gateway.scep import decode, oids
 from gateway.scep.crypto import CONTENT_CIPHERS, content_cipher
 from gateway.scep.messages import MessageType, PkiStatus
 
 
-def self_signed(key: rsa.RSAPrivateKey, common_name: str, *, days: int = 1) -> KeyPair:
+@dataclass(frozen=True)
+class Identity:
+    """A client's certificate and RSA key: signs requests, decrypts answers."""
+
+    certificate: x509.Certificate
+    private_key: rsa.RSAPrivateKey
+
+    def sign(self, data: bytes, algorithm: hashes.HashAlgorithm) -> bytes:
+        return self.private_key.sign(data, padding.PKCS1v15(), algorithm)
+
+    def decrypt(self, ciphertext: bytes, pad: padding.AsymmetricPadding) -> bytes:
+        return self.private_key.decrypt(ciphertext, pad)
+
+
+def self_signed(key: rsa.RSAPrivateKey, common_name: str, *, days: int = 1) -> Identity:
     """The throwaway signer certificate of a first enrollment (RFC 8894 2.3)."""
     now = datetime.now(UTC)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
@@ -40,7 +53,7 @@ def self_signed(key: rsa.RSAPrivateKey, common_name: str, *, days: int = 1) -> K
         .not_valid_after(now + timedelta(days=days))
         .sign(key, hashes.SHA256())
     )
-    return KeyPair(certificate=cert, private_key=key)
+    return Identity(certificate=cert, private_key=key)
 
 
 def csr(
@@ -141,7 +154,7 @@ def pki_message(
     message_type: MessageType,
     payload: bytes,
     *,
-    signer: KeyPair,
+    signer: Identity,
     recipients: Sequence[x509.Certificate],
     transaction_id: str,
     sender_nonce: bytes,
@@ -149,21 +162,36 @@ def pki_message(
     cipher: str = "aes128_cbc",
     key_transport: str = "pkcs1v15",
     random: bytes,
-    extra_attributes: Sequence[cms.CMSAttribute] = (),
     message_type_text: str | None = None,
 ) -> bytes:
     """A complete pkiMessage: payload enveloped to ``recipients``, signed by ``signer``."""
     enveloped = envelope_for(
         payload, recipients, cipher=cipher, key_transport=key_transport, random=random
     )
+    return sign_pki_message(
+        enveloped,
+        message_type_text or str(int(message_type)),
+        signer=signer,
+        transaction_id=transaction_id,
+        sender_nonce=sender_nonce,
+        digest=digest,
+    )
+
+
+def sign_pki_message(
+    enveloped: bytes,
+    message_type: str,
+    *,
+    signer: Identity,
+    transaction_id: str,
+    sender_nonce: bytes,
+    digest: str = "sha256",
+) -> bytes:
+    """The outer SignedData of a request around an already built pkcsPKIEnvelope."""
     attrs = [
-        scep_cms.attribute(
-            oids.MESSAGE_TYPE,
-            core.PrintableString(message_type_text or str(int(message_type))),
-        ),
+        scep_cms.attribute(oids.MESSAGE_TYPE, core.PrintableString(message_type)),
         scep_cms.attribute(oids.TRANSACTION_ID, core.PrintableString(transaction_id)),
         scep_cms.attribute(oids.SENDER_NONCE, core.OctetString(sender_nonce)),
-        *extra_attributes,
     ]
     certs = [signer.certificate.public_bytes(serialization.Encoding.DER)]
     return scep_cms.sign(enveloped, signer, digest, attrs, certs)
@@ -197,7 +225,7 @@ def _attr(message: bytes, oid: str) -> core.Asn1Value | None:
 def read_cert_rep(
     body: bytes,
     *,
-    recipient: KeyPair | None = None,
+    recipient: Identity | None = None,
     trusted_signers: Sequence[x509.Certificate] = (),
 ) -> CertRep:
     """Parse and verify a CertRep; decrypt a SUCCESS with ``recipient``.
