@@ -1,0 +1,122 @@
+"""The values that the store keeps: end entities and issued certificates.
+
+The dataclasses check themselves on construction, so that a record the database cannot hold
+(naive datetime, serial number out of range) fails early with :class:`InvalidRecord`, and every
+datetime is normalised to timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from gateway.store.errors import InvalidRecord
+
+SERIAL_LIMIT = 1 << 160
+"""Serial numbers are positive and below this bound (at most 160 bits, 40 hex digits)."""
+
+
+class EntityStatus(enum.StrEnum):
+    """Where an end entity stands in its enrollment."""
+
+    NEW = "new"
+    GENERATED = "generated"
+    FAILED = "failed"
+
+
+ENROLLABLE = frozenset({EntityStatus.NEW, EntityStatus.FAILED})
+"""Statuses from which an enrollment may claim the end entity."""
+
+
+def _utc(field: str, value: object, *, optional: bool = False) -> datetime | None:
+    if value is None and optional:
+        return None
+    if not isinstance(value, datetime):
+        raise InvalidRecord(f"{field} must be a datetime, not {type(value).__name__}")
+    if value.utcoffset() is None:
+        raise InvalidRecord(f"{field} must be timezone-aware")
+    return value.astimezone(UTC)
+
+
+def _text(field: str, value: object, *, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, str):
+        raise InvalidRecord(f"{field} must be a string, not {type(value).__name__}")
+
+
+def _status(value: object) -> EntityStatus:
+    if not isinstance(value, str):
+        raise InvalidRecord(f"status must be a string, not {type(value).__name__}")
+    try:
+        return EntityStatus(value)
+    except ValueError:
+        raise InvalidRecord(f"unknown end entity status {value!r}") from None
+
+
+def check_serial(serial: object) -> int:
+    """Return ``serial`` if it is a serial number the store can hold, else raise InvalidRecord."""
+    if not isinstance(serial, int) or isinstance(serial, bool):
+        raise InvalidRecord(f"serial must be an int, not {type(serial).__name__}")
+    if not 0 < serial < SERIAL_LIMIT:
+        raise InvalidRecord(f"serial {serial} is not a positive number of at most 160 bits")
+    return serial
+
+
+@dataclass(frozen=True)
+class EndEntity:
+    """A device or user allowed to enroll with an enrollment code."""
+
+    username: str
+    code_hash: str
+    """Hash of the enrollment code, produced elsewhere; never the code itself."""
+    subject_dn: str
+    """RFC 4514 string."""
+    ca: str
+    """Name of the CA that issues for this entity."""
+    status: EntityStatus
+    created_at: datetime
+    updated_at: datetime
+
+    def __post_init__(self) -> None:
+        for name in ("username", "code_hash", "subject_dn", "ca"):
+            _text(name, getattr(self, name))
+        object.__setattr__(self, "status", _status(self.status))
+        object.__setattr__(self, "created_at", _utc("created_at", self.created_at))
+        object.__setattr__(self, "updated_at", _utc("updated_at", self.updated_at))
+
+
+@dataclass(frozen=True)
+class CertificateRecord:
+    """A certificate that a CA issued."""
+
+    ca: str
+    """Name of the CA that issued it."""
+    serial: int
+    """Positive, at most 160 bits; unique per CA."""
+    subject_dn: str
+    issuer_dn: str
+    username: str | None
+    """The end entity it was issued to, if any."""
+    transaction_id: str
+    """SCEP transactionID of the request."""
+    not_before: datetime
+    not_after: datetime
+    der: bytes
+    issued_at: datetime
+    revoked_at: datetime | None = None
+    revocation_reason: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("ca", "subject_dn", "issuer_dn", "transaction_id"):
+            _text(name, getattr(self, name))
+        _text("username", self.username, optional=True)
+        _text("revocation_reason", self.revocation_reason, optional=True)
+        check_serial(self.serial)
+        if not isinstance(self.der, bytes | bytearray | memoryview):
+            raise InvalidRecord(f"der must be bytes, not {type(self.der).__name__}")
+        object.__setattr__(self, "der", bytes(self.der))
+        for name in ("not_before", "not_after", "issued_at"):
+            object.__setattr__(self, name, _utc(name, getattr(self, name)))
+        object.__setattr__(self, "revoked_at", _utc("revoked_at", self.revoked_at, optional=True))

@@ -1,0 +1,106 @@
+"""SQLAlchemy Core tables. Alembic migrations in ``migrations/versions`` create them.
+
+Strings are ``Text`` on both dialects (PostgreSQL would enforce a ``VARCHAR(n)`` that SQLite
+ignores). Serial numbers are lowercase hexadecimal text without leading zeros, so that 160-bit
+values fit and compare the same on both dialects.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Dialect,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.types import TypeDecorator
+
+from gateway.store.errors import InvalidRecord
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """``TIMESTAMP WITH TIME ZONE`` that always comes back timezone-aware in UTC.
+
+    SQLite keeps no offset: the value is stored as naive UTC and marked UTC again on read.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.utcoffset() is None:
+            raise InvalidRecord("datetime must be timezone-aware")
+        value = value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+end_entities = Table(
+    "end_entities",
+    metadata,
+    Column("username", Text, primary_key=True),
+    Column("code_hash", Text, nullable=False),
+    Column("subject_dn", Text, nullable=False),
+    Column("ca", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    CheckConstraint("status IN ('new', 'generated', 'failed')", name="status"),
+)
+
+certificates = Table(
+    "certificates",
+    metadata,
+    Column(
+        "id",
+        # SQLite only autoincrements an INTEGER PRIMARY KEY (the rowid).
+        BigInteger().with_variant(Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    Column("ca", Text, nullable=False),
+    Column("serial", Text, nullable=False),
+    Column("subject_dn", Text, nullable=False),
+    Column("issuer_dn", Text, nullable=False),
+    # No foreign key: end entities may be deleted while their certificates stay.
+    Column("username", Text, nullable=True, index=True),
+    Column("transaction_id", Text, nullable=False, index=True),
+    Column("not_before", UTCDateTime, nullable=False),
+    Column("not_after", UTCDateTime, nullable=False),
+    Column("der", LargeBinary, nullable=False),
+    Column("issued_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime, nullable=True),
+    Column("revocation_reason", Text, nullable=True),
+    UniqueConstraint("ca", "serial", name="uq_certificates_ca_serial"),
+    Index("ix_certificates_issuer_dn_serial", "issuer_dn", "serial"),
+)

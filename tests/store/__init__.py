@@ -1,0 +1,1 @@
+"""Tests of gateway.store, each on SQLite and on PostgreSQL."""

@@ -1,0 +1,78 @@
+"""Record factories and a raw engine for looking at the database behind the store's back."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
+
+from gateway.store import CertificateRecord, EndEntity, EntityStatus
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "SCEP_GATEWAY_TEST_POSTGRES", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+)
+"""The local PostgreSQL server, as a role that may create databases, on an existing database."""
+
+T0 = datetime(2025, 3, 4, 5, 6, 7, 891011, tzinfo=UTC)
+"""A fixed instant with microseconds, to check exact round trips."""
+
+CA = "main-ca"
+ISSUER_DN = "CN=Main CA,O=Example"
+
+
+def make_entity(
+    username: str = "device-1",
+    *,
+    status: EntityStatus = EntityStatus.NEW,
+    code_hash: str = "scrypt$salt$hash",
+    at: datetime = T0,
+) -> EndEntity:
+    return EndEntity(
+        username=username,
+        code_hash=code_hash,
+        subject_dn=f"CN={username},O=Example",
+        ca=CA,
+        status=status,
+        created_at=at,
+        updated_at=at,
+    )
+
+
+def make_certificate(
+    serial: int,
+    *,
+    ca: str = CA,
+    issuer_dn: str = ISSUER_DN,
+    username: str | None = "device-1",
+    issued_at: datetime = T0,
+    transaction_id: str | None = None,
+) -> CertificateRecord:
+    return CertificateRecord(
+        ca=ca,
+        serial=serial,
+        subject_dn=f"CN={username or 'anonymous'},O=Example",
+        issuer_dn=issuer_dn,
+        username=username,
+        transaction_id=transaction_id or f"tx-{serial:x}",
+        not_before=issued_at - timedelta(minutes=5),
+        not_after=issued_at + timedelta(days=365),
+        der=b"\x30\x82\x01\x00\x00\xff" + f"{serial:x}".encode() + b"\x00\xff" * 8,
+        issued_at=issued_at,
+    )
+
+
+@asynccontextmanager
+async def raw_engine(url: str, *, autocommit: bool = False) -> AsyncIterator[AsyncEngine]:
+    """A plain engine (no pool) on the store's database, disposed at the end."""
+    if autocommit:
+        engine = create_async_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    else:
+        engine = create_async_engine(url, poolclass=NullPool)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
