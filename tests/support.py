@@ -15,7 +15,6 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from gateway.ca.local import generate_key
-from gateway.keys.files import KeyPair
 from gateway.policy.codes import hash_code
 from gateway.scep import client
 from gateway.scep.messages import MessageType
@@ -74,14 +73,14 @@ class Device:
 
     common_name: str
     key: rsa.RSAPrivateKey = field(default_factory=rsa_key)
-    signer: KeyPair | None = None
+    signer: client.Identity | None = None
 
     def __post_init__(self) -> None:
         if self.signer is None:
             self.signer = client.self_signed(self.key, self.common_name)
 
     @property
-    def identity(self) -> KeyPair:
+    def identity(self) -> client.Identity:
         assert self.signer is not None
         return self.signer
 
