@@ -20,7 +20,7 @@ from gateway.registry import AliasRuntime, ScepKeys
 from gateway.scep import decode, encode
 from gateway.scep.crypto import RESPONSE_CIPHER
 from gateway.scep.messages import MessageType, PkiRequest, ReplyTo, SignedMessage
-from gateway.store import CertificateRecord, SerialCollision, Store
+from gateway.store import CertificateRecord, EntityNotEnrollable, SerialCollision, Store
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +171,13 @@ class Enrollment:
                 await self._store.record_issuance(record, claim_entity=ctx.claim_entity)
             except SerialCollision:
                 continue  # RFC 5280 4.1.2.2: serials are unique per CA; draw another
+            except EntityNotEnrollable as exc:
+                # A concurrent request with the same code claimed the entity first.
+                raise ScepFailure(
+                    FailInfo.BAD_REQUEST,
+                    "the enrollment code has already been used; ask an operator to reset it",
+                    detail=exc.detail,
+                ) from None
             log.info(
                 "issued serial=%x subject=%s entity=%s transaction=%s ca=%s",
                 serial,

@@ -9,7 +9,14 @@ from collections.abc import Callable
 from quart import Blueprint, Response, current_app, request
 
 from gateway.enrollment import Enrollment
-from gateway.errors import GatewayError, MalformedRequest, NotFound, PayloadTooLarge, UnknownAlias
+from gateway.errors import (
+    GatewayError,
+    MalformedRequest,
+    NotFound,
+    PayloadTooLarge,
+    StoreError,
+    UnknownAlias,
+)
 from gateway.http import transport
 from gateway.registry import CA_RA_CERT_CHAIN, Snapshot
 from gateway.store import Store
@@ -31,6 +38,10 @@ def problem(error: GatewayError) -> Response:
     status = 400
     if isinstance(error, UnknownAlias):
         status = 404
+    elif isinstance(error, StoreError):
+        # The database is down or refused: a server fault, not the client's.
+        log.error("store error: %s", error.detail)
+        return raw_response(b"service unavailable\n", "text/plain", 503)
     elif isinstance(error, MalformedRequest | PayloadTooLarge | NotFound):
         status = error.status
     log.info("HTTP %d: %s", status, error.detail)

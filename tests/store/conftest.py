@@ -8,43 +8,14 @@ server fails the PostgreSQL tests; it never skips them.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.store import Store
 
-from .helpers import POSTGRES_ADMIN_URL, raw_engine
-
-
-@asynccontextmanager
-async def postgres_database() -> AsyncIterator[str]:
-    """Create a fresh database on the local PostgreSQL; yield its URL; drop it."""
-    name = f"scepgw_{secrets.token_hex(8)}"
-    async with raw_engine(POSTGRES_ADMIN_URL, autocommit=True) as admin:
-        try:
-            async with admin.connect() as connection:
-                await connection.execute(text(f'CREATE DATABASE "{name}"'))
-        except (SQLAlchemyError, OSError) as exc:
-            pytest.fail(
-                f"the store tests need PostgreSQL at {POSTGRES_ADMIN_URL} "
-                f"(set SCEP_GATEWAY_TEST_POSTGRES): {exc}"
-            )
-        try:
-            yield (
-                make_url(POSTGRES_ADMIN_URL)
-                .set(database=name)
-                .render_as_string(hide_password=False)
-            )
-        finally:
-            async with admin.connect() as connection:
-                await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+from .helpers import postgres_database
 
 
 def sqlite_url(directory: Path) -> str:

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -76,3 +81,27 @@ async def raw_engine(url: str, *, autocommit: bool = False) -> AsyncIterator[Asy
         yield engine
     finally:
         await engine.dispose()
+
+
+@asynccontextmanager
+async def postgres_database() -> AsyncIterator[str]:
+    """Create a fresh database on the local PostgreSQL; yield its URL; drop it."""
+    name = f"scepgw_{secrets.token_hex(8)}"
+    async with raw_engine(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+        try:
+            async with admin.connect() as connection:
+                await connection.execute(text(f'CREATE DATABASE "{name}"'))
+        except (SQLAlchemyError, OSError) as exc:
+            pytest.fail(
+                f"the store tests need PostgreSQL at {POSTGRES_ADMIN_URL} "
+                f"(set SCEP_GATEWAY_TEST_POSTGRES): {exc}"
+            )
+        try:
+            yield (
+                make_url(POSTGRES_ADMIN_URL)
+                .set(database=name)
+                .render_as_string(hide_password=False)
+            )
+        finally:
+            async with admin.connect() as connection:
+                await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
