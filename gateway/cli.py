@@ -232,6 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=os.environ.get("SCEP_GATEWAY_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # migrations are routine, not news
     args = parser().parse_args(argv)
     if getattr(args, "username_opt", None):
         args.username = args.username_opt
