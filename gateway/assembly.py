@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from gateway.keys.files import (
     load_key_pair,
     read_file,
 )
+from gateway.policy import pipeline as policy_pipeline
 from gateway.registry import AliasRuntime, CaRuntime, ScepKeys, Snapshot, capabilities_for
 
 
@@ -65,15 +67,50 @@ def _keys(alias: AliasConfig, ca: CaRuntime) -> ScepKeys:
     return ScepKeys(ca=ca, signer=ca.issuer.key_pair, decrypter=ca.issuer.key_pair)
 
 
-def build_alias(alias: AliasConfig, cas: dict[str, CaRuntime]) -> AliasRuntime:
+def secret_reader(data_dir: Path, source: str) -> Callable[[SecretRef, str], bytes]:
+    """Resolve ``{file: ...}`` / ``{env: ...}`` secrets, reporting problems against ``source``."""
+
+    def read(ref: SecretRef, where: str) -> bytes:
+        try:
+            if ref.file is not None:
+                value = read_file(data_path(data_dir, ref.file))
+            else:
+                env = os.environ.get(ref.env or "")
+                if env is None:
+                    raise KeyLoadError(f"environment variable {ref.env} is not set")
+                value = env.encode("utf-8")
+        except KeyLoadError as exc:
+            raise ConfigError([ConfigIssue(source, where, exc.detail)]) from None
+        # A file written with `echo` ends in a newline that is not part of the secret.
+        value = value.removesuffix(b"\n").removesuffix(b"\r")
+        if not value:
+            raise ConfigError([ConfigIssue(source, where, "the secret is empty")])
+        return value
+
+    return read
+
+
+def build_alias(
+    alias: AliasConfig, config: Config, cas: dict[str, CaRuntime], data_dir: Path
+) -> AliasRuntime:
     names = [n for n in (alias.ca, *alias.cas) if n is not None]
-    served = {n: cas[n] for n in names}
+    certificate_profile = config.certificate_profiles[alias.certificate_profile]
+    pipeline = policy_pipeline.build(
+        policy_pipeline.BuildContext(
+            alias=alias,
+            certificate_profile=certificate_profile,
+            end_entity_profile=config.end_entity_profiles[alias.end_entity_profile],
+            secret=secret_reader(data_dir, alias.source),
+        )
+    )
     return AliasRuntime(
         config=alias,
         own_ca=cas[alias.ca] if alias.ca else None,
-        cas=served,
+        cas={n: cas[n] for n in names},
         keys=tuple(_keys(alias, cas[n]) for n in names),
         capabilities=capabilities_for(alias),
+        pipeline=pipeline,
+        certificate_profile=certificate_profile,
     )
 
 
@@ -88,7 +125,14 @@ def assemble(config: Config, data_dir: Path) -> Snapshot:
             issues.extend(exc.issues)
     if issues:
         raise ConfigError(issues)
-    aliases = {name: build_alias(a, cas) for name, a in config.aliases.items()}
+    aliases = {}
+    for name, alias in config.aliases.items():
+        try:
+            aliases[name] = build_alias(alias, config, cas, data_dir)
+        except ConfigError as exc:
+            issues.extend(exc.issues)
+    if issues:
+        raise ConfigError(issues)
     return Snapshot(aliases=aliases, cas=cas)
 
 

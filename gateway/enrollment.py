@@ -6,25 +6,25 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
+from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from gateway.ca.local import IssueRequest
+from gateway.ca.profile import issue_request
 from gateway.errors import FailInfo, ScepFailure
-from gateway.policy.context import EnrollmentContext, Pending, Policy
-from gateway.policy.end_entity import EndEntityChallenge
+from gateway.policy.context import EnrollmentContext, Pending, PolicyEnv
 from gateway.registry import AliasRuntime, ScepKeys
 from gateway.scep import decode, encode
-from gateway.scep.crypto import RESPONSE_CIPHER
+from gateway.scep.crypto import DIGESTS, RESPONSE_CIPHER
+from gateway.scep.csr import load_name
 from gateway.scep.messages import MessageType, PkiRequest, ReplyTo, SignedMessage
 from gateway.store import CertificateRecord, EntityNotEnrollable, SerialCollision, Store
 
 log = logging.getLogger(__name__)
 
-_BACKDATE = timedelta(minutes=5)
 _SERIAL_ATTEMPTS = 3
 
 
@@ -49,7 +49,7 @@ class Enrollment:
         self._clock = clock
         self._random = random
         self._serials = serials
-        self._ca_mode: list[Policy] = [EndEntityChallenge(store)]
+        self._env = PolicyEnv(store=store, clock=clock, random=random)
 
     async def pki_operation(self, alias: AliasRuntime, body: bytes) -> Answer:
         # Unparseable: nobody to answer to, MalformedRequest -> HTTP 400 at the edge.
@@ -83,9 +83,17 @@ class Enrollment:
 
     @staticmethod
     def _digest(alias: AliasRuntime, message: SignedMessage) -> str:
-        # Answers are SHA-256 unless the alias mirrors SHA-1 for clients that cannot verify
-        # anything else (old Cisco IOS, REP-03).
-        return "sha1" if message.digest == "sha1" and alias.config.mirror_sha1 else "sha256"
+        # Answers are SHA-256 unless the alias mirrors the request's digest for clients that
+        # cannot verify anything else (old Cisco IOS, REP-03). MD5 is never mirrored.
+        if alias.config.response_digest == "mirror" and message.digest in DIGESTS:
+            return message.digest
+        return "sha256"
+
+    @staticmethod
+    def _cipher(alias: AliasRuntime, request: PkiRequest) -> str:
+        if alias.config.response_cipher == "mirror":
+            return RESPONSE_CIPHER[request.content_cipher]
+        return alias.config.response_cipher
 
     def _check_time(self, alias: AliasRuntime, request: PkiRequest) -> None:
         skew = alias.config.max_signing_time_skew_seconds
@@ -108,7 +116,7 @@ class Enrollment:
         if kind in (MessageType.PKCS_REQ, MessageType.RENEWAL_REQ):
             return await self._enroll(alias, keys, request, reply)
         if kind is MessageType.GET_CERT:
-            return await self._get_cert(keys, request, reply)
+            return await self._get_cert(alias, keys, request, reply)
         if kind is MessageType.CERT_POLL:
             # POLL-01: nothing is pending in CA mode; a poll for an unknown request is refused.
             raise ScepFailure(FailInfo.BAD_CERT_ID, "no pending request with this transactionID")
@@ -116,29 +124,38 @@ class Enrollment:
             FailInfo.BAD_REQUEST, "GetCRL is not offered here; use the CRL distribution point"
         )
 
+    async def _signer_record(self, request: PkiRequest) -> CertificateRecord | None:
+        """The certificate we issued that signed this request (a renewal candidate), if any."""
+        signer = request.signer
+        try:
+            issuer = load_name(asn1_x509.Name.load(signer.issuer_der)).rfc4514_string()
+        except ValueError:
+            return None
+        record = await self._store.find_certificate_by_issuer_dn(issuer, signer.serial)
+        return record if record is not None and record.der == signer.certificate_der else None
+
     async def _enroll(
         self, alias: AliasRuntime, keys: ScepKeys, request: PkiRequest, reply: ReplyTo
     ) -> Answer:
-        now = self._clock()
         ctx = EnrollmentContext(
             alias=alias.name,
             ca=keys.ca.name,
             request=request,
-            now=now,
-            validity=timedelta(days=alias.config.validity_days),
+            now=self._clock(),
+            signer_record=await self._signer_record(request),
         )
-        for policy in self._ca_mode:
-            outcome = await policy.apply(ctx)
-            if isinstance(outcome, Pending):
-                return self._answer_pending(keys, reply)
-            ctx = outcome
-        issued = await self._issue(keys, ctx)
+        outcome = await alias.pipeline.run(ctx, self._env)
+        if isinstance(outcome, Pending):
+            return self._answer_pending(keys, reply)
+        issued = await self._issue(alias, keys, outcome)
         chain = [issued]
         if alias.config.include_ca_certificate:
             chain.append(keys.ca.certificate)
-        return await self._success(keys, request, reply, chain)
+        return await self._success(alias, keys, request, reply, chain)
 
-    async def _issue(self, keys: ScepKeys, ctx: EnrollmentContext) -> x509.Certificate:
+    async def _issue(
+        self, alias: AliasRuntime, keys: ScepKeys, ctx: EnrollmentContext
+    ) -> x509.Certificate:
         csr = ctx.request.csr
         if csr is None or ctx.subject is None:
             raise ScepFailure(FailInfo.BAD_REQUEST, "no subject for the certificate")
@@ -146,12 +163,12 @@ class Enrollment:
             serial = self._serials()
             cert = await asyncio.to_thread(
                 keys.ca.issuer.issue,
-                IssueRequest(
+                issue_request(
+                    alias.certificate_profile,
                     subject=ctx.subject,
                     public_key=csr.public_key,
                     serial=serial,
-                    not_before=ctx.now - _BACKDATE,
-                    not_after=ctx.now + ctx.validity,
+                    now=ctx.now,
                     subject_alt_names=ctx.subject_alt_names,
                 ),
             )
@@ -189,7 +206,9 @@ class Enrollment:
             return cert
         raise ScepFailure(FailInfo.BAD_REQUEST, "could not allocate a serial number")
 
-    async def _get_cert(self, keys: ScepKeys, request: PkiRequest, reply: ReplyTo) -> Answer:
+    async def _get_cert(
+        self, alias: AliasRuntime, keys: ScepKeys, request: PkiRequest, reply: ReplyTo
+    ) -> Answer:
         wanted = request.issuer_and_serial
         assert wanted is not None  # decode fills it for GetCert
         record = await self._store.find_certificate_by_issuer_dn(
@@ -200,16 +219,17 @@ class Enrollment:
         # the certificate's key. Otherwise answer exactly as for an unknown certificate.
         if cert is None or cert.public_key() != request.signer.public_key:
             raise ScepFailure(FailInfo.BAD_CERT_ID, "no such certificate for this requester")
-        return await self._success(keys, request, reply, [cert])
+        return await self._success(alias, keys, request, reply, [cert])
 
     async def _success(
         self,
+        alias: AliasRuntime,
         keys: ScepKeys,
         request: PkiRequest,
         reply: ReplyTo,
         certificates: list[x509.Certificate],
     ) -> Answer:
-        cipher = RESPONSE_CIPHER[request.content_cipher]
+        cipher = self._cipher(alias, request)
         body = await asyncio.to_thread(
             encode.success,
             reply,

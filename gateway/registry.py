@@ -8,9 +8,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from gateway.ca.local import LocalCA
-from gateway.config.model import AliasConfig
+from gateway.config.model import AliasConfig, CertificateProfile
 from gateway.errors import NotFound, UnknownAlias
 from gateway.keys.files import KeyPair
+from gateway.policy.pipeline import Pipeline
 from gateway.scep import caps, cms
 
 CA_CERT = "application/x-x509-ca-cert"
@@ -55,6 +56,8 @@ class AliasRuntime:
     cas: dict[str, CaRuntime]  # every CA this alias serves, by name
     keys: tuple[ScepKeys, ...]  # one per served CA, own CA first
     capabilities: bytes
+    pipeline: Pipeline
+    certificate_profile: CertificateProfile
 
     @property
     def name(self) -> str:
@@ -78,24 +81,31 @@ class AliasRuntime:
     def keys_for(self, ca: CaRuntime) -> ScepKeys:
         return next(k for k in self.keys if k.ca is ca)
 
+    def _chain(self, ca: CaRuntime) -> list[x509.Certificate]:
+        chain = [ca.certificate, *ca.chain]
+        # EJBCA sends root first ("MS likes it reverse?"); RFC 8894 issuing CA first.
+        return chain[::-1] if self.config.chain_order == "root_first" else chain
+
     def ca_certificates(self, ca: CaRuntime) -> tuple[bytes, str]:
         """GetCACert body and content type (RFC 8894 4.2.1)."""
         if self.config.scep_keys == "ra":
             keys = self.keys_for(ca)
-            # CACERT-03/05: RA certificates first, then the CA and its chain, in this order.
-            certs = [keys.decrypter.certificate, keys.signer.certificate, ca.certificate]
-            return cms.certs_only([_der(c) for c in (*certs, *ca.chain)]), CA_RA_CERT
+            # CACERT-03/05: RA certificates first, then the CA and its chain.
+            certs = [keys.decrypter.certificate, keys.signer.certificate, *self._chain(ca)]
+            return cms.certs_only([_der(c) for c in certs]), CA_RA_CERT
         if self.config.return_ca_chain:
-            return cms.certs_only([_der(c) for c in (ca.certificate, *ca.chain)]), CA_RA_CERT
+            return cms.certs_only([_der(c) for c in self._chain(ca)]), CA_RA_CERT
         return _der(ca.certificate), CA_CERT
 
     def ca_chain(self, ca: CaRuntime) -> bytes:
         """GetCACertChain (draft-nourse-scep <= 18, still served by EJBCA)."""
-        return cms.certs_only([_der(c) for c in (ca.certificate, *ca.chain)])
+        return cms.certs_only([_der(c) for c in self._chain(ca)])
 
 
 def capabilities_for(config: AliasConfig) -> bytes:
-    return caps.render(caps.capabilities(renewal=False, next_ca_cert=False))
+    return caps.render(
+        caps.capabilities(config.capabilities, renewal=config.renewal.enabled, next_ca_cert=False)
+    )
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPublicKeyTypes
-from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 
 from gateway.keys.files import KeyPair, SigningKey
 
@@ -19,6 +19,8 @@ _BACKDATE = timedelta(minutes=5)  # tolerate client clock skew on notBefore
 @dataclass(frozen=True)
 class KeyUsageSpec:
     digital_signature: bool = False
+    content_commitment: bool = False
+    key_agreement: bool = False
     key_encipherment: bool = False
     data_encipherment: bool = False
     key_cert_sign: bool = False
@@ -27,10 +29,10 @@ class KeyUsageSpec:
     def extension(self) -> x509.KeyUsage:
         return x509.KeyUsage(
             digital_signature=self.digital_signature,
-            content_commitment=False,
+            content_commitment=self.content_commitment,
             key_encipherment=self.key_encipherment,
             data_encipherment=self.data_encipherment,
-            key_agreement=False,
+            key_agreement=self.key_agreement,
             key_cert_sign=self.key_cert_sign,
             crl_sign=self.crl_sign,
             encipher_only=False,
@@ -105,6 +107,10 @@ class IssueRequest:
     key_usage: KeyUsageSpec = END_ENTITY_KEY_USAGE
     extended_key_usage: tuple[x509.ObjectIdentifier, ...] = (ExtendedKeyUsageOID.CLIENT_AUTH,)
     subject_alt_names: tuple[x509.GeneralName, ...] = ()
+    crl_distribution_points: tuple[str, ...] = ()
+    ca_issuers: tuple[str, ...] = ()
+    ocsp: tuple[str, ...] = ()
+    digest: str | None = None  # default: the CA's
 
 
 @dataclass(frozen=True)
@@ -144,10 +150,37 @@ class LocalCA:
                 x509.ExtendedKeyUsage(list(request.extended_key_usage)), critical=False
             )
         if request.subject_alt_names:
+            # RFC 5280 4.2.1.6: critical when the subject is empty.
             builder = builder.add_extension(
-                x509.SubjectAlternativeName(list(request.subject_alt_names)), critical=False
+                x509.SubjectAlternativeName(list(request.subject_alt_names)),
+                critical=len(request.subject) == 0,
             )
-        return builder.sign(self.key_pair.private_key, _hash(self.digest))
+        if request.crl_distribution_points:
+            builder = builder.add_extension(
+                x509.CRLDistributionPoints(
+                    [
+                        x509.DistributionPoint(
+                            [x509.UniformResourceIdentifier(u)], None, None, None
+                        )
+                        for u in request.crl_distribution_points
+                    ]
+                ),
+                critical=False,
+            )
+        access = [
+            x509.AccessDescription(
+                AuthorityInformationAccessOID.CA_ISSUERS, x509.UniformResourceIdentifier(u)
+            )
+            for u in request.ca_issuers
+        ] + [
+            x509.AccessDescription(
+                AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(u)
+            )
+            for u in request.ocsp
+        ]
+        if access:
+            builder = builder.add_extension(x509.AuthorityInformationAccess(access), critical=False)
+        return builder.sign(self.key_pair.private_key, _hash(request.digest or self.digest))
 
 
 def issue_ra_pair(

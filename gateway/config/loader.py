@@ -1,14 +1,17 @@
 """Read a configuration directory: YAML -> JSON Schema -> frozen dataclasses.
 
 Every problem is collected as ``file:json.path: message``; nothing is returned unless the
-whole directory is valid.
+whole directory is valid. Defaults come from the schemas (the single source the reference
+documentation is generated from), then the alias's preset, then the file.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -17,138 +20,361 @@ import jsonschema
 import yaml
 from referencing import Registry, Resource
 
+from gateway.config import presets
 from gateway.config.model import (
+    PHASES,
     AliasConfig,
+    Approval,
     CaConfig,
     CaCreate,
+    CertificateProfile,
     Config,
+    EndEntityProfile,
+    KeyAlgorithms,
     KeyPairConfig,
+    NameScheme,
+    PolicyConfig,
     RaConfig,
+    RaMode,
+    Renewal,
+    SanRules,
     SecretRef,
 )
 from gateway.errors import ConfigError, ConfigIssue
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
-KINDS = {"aliases": "alias", "cas": "ca"}
+
+
+@dataclass(frozen=True)
+class Kind:
+    folder: str
+    schema: str
+
+
+KINDS = (
+    Kind("cas", "ca"),
+    Kind("profiles/certificate", "certificate-profile"),
+    Kind("profiles/end-entity", "end-entity-profile"),
+    Kind("aliases", "alias"),
+)
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 @cache
 def _registry() -> Registry[Any]:
-    resources = []
-    for path in sorted(SCHEMA_DIR.glob("*.schema.json")):
-        resources.append((path.name, Resource.from_contents(json.loads(path.read_text()))))
-    return Registry().with_resources(resources)
+    return Registry().with_resources(
+        (path.name, Resource.from_contents(json.loads(path.read_text())))
+        for path in sorted(SCHEMA_DIR.glob("*.schema.json"))
+    )
+
+
+def schema(kind: str) -> dict[str, Any]:
+    contents: dict[str, Any] = _registry()[f"{kind}.schema.json"].contents
+    return contents
 
 
 @cache
 def validator(kind: str) -> jsonschema.Draft202012Validator:
-    schema = _registry()[f"{kind}.schema.json"].contents
-    return jsonschema.Draft202012Validator(schema, registry=_registry())
+    return jsonschema.Draft202012Validator(schema(kind), registry=_registry())
 
 
-def _json_path(error: jsonschema.ValidationError) -> str:
-    path = "$"
-    for part in error.absolute_path:
-        path += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return path
+def _json_path(path: Iterator[Any] | Any) -> str:
+    text = "$"
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return text
 
 
-def _schema_issues(kind: str, source: str, data: object) -> list[ConfigIssue]:
+def _most_specific(error: jsonschema.ValidationError) -> jsonschema.ValidationError:
+    # A failed `if/then` or `anyOf` says little; its context holds the error that matters.
+    while error.context:
+        error = jsonschema.exceptions.best_match(error.context)
+    return error
+
+
+def schema_issues(kind: str, source: str, data: object) -> list[ConfigIssue]:
+    errors = [_most_specific(e) for e in validator(kind).iter_errors(data)]
+    # Most specific first: the deepest path, then jsonschema's own relevance order.
+    errors.sort(key=lambda e: (-len(e.absolute_path), jsonschema.exceptions.relevance(e)))
+    seen: set[tuple[str, str]] = set()
     issues = []
-    for error in validator(kind).iter_errors(data):
-        best = jsonschema.exceptions.best_match([error])
-        issues.append(ConfigIssue(source, _json_path(best), best.message))
-    return sorted(issues, key=lambda i: (i.path, i.message))
+    for error in errors:
+        key = (_json_path(error.absolute_path), error.message)
+        if key not in seen:
+            seen.add(key)
+            issues.append(ConfigIssue(source, *key))
+    return issues
 
 
-def _files(directory: Path, sub: str) -> Iterator[Path]:
-    folder = directory / sub
-    if folder.is_dir():
-        yield from sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml"))
+def _resolve(node: dict[str, Any]) -> dict[str, Any]:
+    ref = node.get("$ref")
+    if ref is None:
+        return node
+    base, _, pointer = ref.partition("#")
+    target: dict[str, Any] = schema(base.removesuffix(".schema.json")) if base else {}
+    for part in pointer.strip("/").split("/") if pointer else []:
+        target = target[part]
+    return target
 
 
-def _secret(value: dict[str, str]) -> SecretRef:
-    return SecretRef(file=value.get("file"), env=value.get("env"))
+def with_defaults(
+    node_schema: dict[str, Any], data: Mapping[str, Any], root: str
+) -> dict[str, Any]:
+    """``data`` with every schema default filled in, recursively for nested objects."""
+    result = dict(data)
+    for name, prop in node_schema.get("properties", {}).items():
+        if "$ref" in prop and prop["$ref"].startswith("#/"):
+            resolved = _resolve({"$ref": f"{root}.schema.json{prop['$ref']}"})
+        else:
+            resolved = prop
+        if name not in result and "default" in prop:
+            result[name] = copy.deepcopy(prop["default"])
+        if name in result and resolved.get("type") == "object" and "properties" in resolved:
+            result[name] = with_defaults(resolved, result[name], root)
+    return result
 
 
-def _key_pair(value: dict[str, Any]) -> KeyPairConfig:
-    return KeyPairConfig(certificate=value["certificate"], key=_secret(value["key"]))
+def _files(directory: Path, folder: str) -> Iterator[Path]:
+    path = directory / folder
+    if path.is_dir():
+        yield from sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml"))
 
 
-def _ca(name: str, source: str, data: dict[str, Any]) -> CaConfig:
-    create = data.get("create")
-    ra = data.get("ra")
+def _secret(value: Mapping[str, str] | None) -> SecretRef | None:
+    return SecretRef(file=value.get("file"), env=value.get("env")) if value else None
+
+
+def _key_pair(value: Mapping[str, Any]) -> KeyPairConfig:
+    key = _secret(value["key"])
+    assert key is not None  # required by the schema
+    return KeyPairConfig(certificate=value["certificate"], key=key)
+
+
+def _ca(name: str, source: str, data: Mapping[str, Any]) -> CaConfig:
+    create, ra = data.get("create"), data.get("ra")
     return CaConfig(
         name=name,
         source=source,
         certificate=data["certificate"],
-        key=_secret(data["key"]),
-        digest=data.get("digest", "sha256"),
+        key=_key_pair(data).key,
+        digest=data["digest"],
         create=CaCreate(**create) if create else None,
-        ra=RaConfig(
-            signer=_key_pair(ra["signer"]),
-            encrypter=_key_pair(ra["encrypter"]),
-            validity_days=ra.get("validity_days", 730),
-        )
+        ra=RaConfig(_key_pair(ra["signer"]), _key_pair(ra["encrypter"]), ra["validity_days"])
         if ra
         else None,
     )
 
 
-def _alias(name: str, source: str, data: dict[str, Any]) -> AliasConfig:
-    values = dict(data)
-    values["cas"] = tuple(values.get("cas", ()))
-    return AliasConfig(name=name, source=source, **values)
+def _certificate_profile(name: str, source: str, data: Mapping[str, Any]) -> CertificateProfile:
+    keys = data["key_algorithms"]
+    rsa, ec = keys.get("rsa"), keys.get("ec")
+    sans = data["subject_alt_names"]
+    allow = sans["allow"]
+    aia = data["authority_information_access"]
+    return CertificateProfile(
+        name=name,
+        source=source,
+        validity_days=data["validity_days"],
+        key_usage=tuple(data["key_usage"]),
+        extended_key_usage=tuple(data["extended_key_usage"]),
+        key_algorithms=KeyAlgorithms(
+            rsa_min_bits=rsa["min_bits"] if rsa else None,
+            rsa_max_bits=rsa["max_bits"] if rsa else 0,
+            ec_curves=tuple(ec["curves"]) if ec else (),
+            ed25519=keys.get("ed25519", False),
+        ),
+        signature_digest=data.get("signature_digest"),
+        subject_alt_names=SanRules(
+            mode=sans["mode"],
+            dns=tuple(allow["dns"]),
+            email=tuple(allow["email"]),
+            uri=tuple(allow["uri"]),
+            ip=tuple(allow["ip"]),
+        ),
+        crl_distribution_points=tuple(data["crl_distribution_points"]),
+        ca_issuers=tuple(aia["ca_issuers"]),
+        ocsp=tuple(aia["ocsp"]),
+    )
+
+
+def _end_entity_profile(name: str, source: str, data: Mapping[str, Any]) -> EndEntityProfile:
+    subject = data["subject"]
+    allowed = subject.get("allowed")
+    return EndEntityProfile(
+        name=name,
+        source=source,
+        required=tuple(subject["required"]),
+        allowed=tuple(allowed) if allowed is not None else None,
+        defaults=dict(subject["defaults"]),
+        approval_required=data["approval_required"],
+    )
+
+
+def _deep_merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def effective_alias(data: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Schema defaults <- preset <- file, with where each top-level value came from."""
+    preset_name = data.get("preset")
+    preset = presets.PRESETS.get(preset_name, {}) if preset_name else {}
+    preset_values = {k: v.value for k, v in preset.items()}
+    merged = with_defaults(schema("alias"), _deep_merge(preset_values, data), "alias")
+    origins = {}
+    for key in merged:
+        if key in data:
+            origins[key] = "file"
+        elif key in preset:
+            origins[key] = f"preset {preset_name}: {preset[key].reason}"
+        else:
+            origins[key] = "default"
+    return merged, origins
+
+
+def _policies(data: Mapping[str, Any]) -> dict[str, tuple[PolicyConfig, ...]]:
+    result = {}
+    for phase in PHASES:
+        if phase in data:
+            result[phase] = tuple(
+                PolicyConfig(
+                    type=item["type"],
+                    parameters={k: v for k, v in item.items() if k != "type"},
+                    where=f"$.policies.{phase}[{i}]",
+                )
+                for i, item in enumerate(data[phase])
+            )
+    return result
+
+
+def _alias(name: str, source: str, data: Mapping[str, Any]) -> AliasConfig:
+    values, origins = effective_alias(data)
+    ra = values["ra"]
+    return AliasConfig(
+        name=name,
+        source=source,
+        mode=values["mode"],
+        preset=values.get("preset"),
+        ca=values.get("ca"),
+        cas=tuple(values["cas"]),
+        ca_identifiers=tuple(values["ca_identifiers"]),
+        unknown_ca_identifier=values["unknown_ca_identifier"],
+        scep_keys=values["scep_keys"],
+        certificate_profile=values["certificate_profile"],
+        end_entity_profile=values["end_entity_profile"],
+        include_ca_certificate=values["include_ca_certificate"],
+        return_ca_chain=values["return_ca_chain"],
+        chain_order=values["chain_order"],
+        response_cipher=values["response_cipher"],
+        response_digest=values["response_digest"],
+        capabilities=tuple(values["capabilities"])
+        if "capabilities" in values
+        else AliasConfig.capabilities,
+        renewal=Renewal(**values["renewal"]),
+        ra=RaMode(secret=_secret(ra.get("secret")), name=NameScheme(**ra["name"])),
+        approval=Approval(**values["approval"]),
+        max_signing_time_skew_seconds=values["max_signing_time_skew_seconds"],
+        policies=_policies(values["policies"]),
+        origins=origins,
+    )
+
+
+_BUILDERS = {
+    "ca": _ca,
+    "certificate-profile": _certificate_profile,
+    "end-entity-profile": _end_entity_profile,
+}
 
 
 def load(directory: Path) -> Config:
     """Load and validate a whole configuration directory, or raise ConfigError."""
-    issues: list[ConfigIssue] = []
-    config = Config()
     if not directory.is_dir():
         raise ConfigError([ConfigIssue(str(directory), "$", "not a directory")])
-    for sub, kind in KINDS.items():
-        for path in _files(directory, sub):
+    issues: list[ConfigIssue] = []
+    config = Config()
+    targets: dict[str, dict[str, Any]] = {
+        "ca": config.cas,
+        "certificate-profile": config.certificate_profiles,
+        "end-entity-profile": config.end_entity_profiles,
+        "alias": config.aliases,
+    }
+    # `default` profiles are built in; a file of that name replaces them.
+    config.certificate_profiles["default"] = _builtin("certificate-profile")
+    config.end_entity_profiles["default"] = _builtin("end-entity-profile")
+    for kind in KINDS:
+        for path in _files(directory, kind.folder):
             source = str(path.relative_to(directory))
             name = path.stem
             if not _NAME.match(name):
-                issues.append(ConfigIssue(source, "$", f"invalid {kind} name {name!r}"))
+                issues.append(
+                    ConfigIssue(source, "$", f"invalid name {name!r}: use A-Z a-z 0-9 . _ -")
+                )
                 continue
             try:
                 data = yaml.safe_load(path.read_text(encoding="utf-8"))
             except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
                 issues.append(ConfigIssue(source, "$", f"cannot read YAML: {exc}"))
                 continue
-            found = _schema_issues(kind, source, data)
+            data = {} if data is None else data
+            found = schema_issues(kind.schema, source, data)
             if found:
                 issues.extend(found)
                 continue
-            if kind == "ca":
-                config.cas[name] = _ca(name, source, data)
-            else:
+            if kind.schema == "alias":
                 config.aliases[name] = _alias(name, source, data)
-    issues.extend(_references(config))
+            else:
+                defaulted = with_defaults(schema(kind.schema), data, kind.schema)
+                targets[kind.schema][name] = _BUILDERS[kind.schema](name, source, defaulted)
+    issues.extend(references(config))
     if issues:
         raise ConfigError(issues)
     return config
 
 
-def _references(config: Config) -> list[ConfigIssue]:
+def references(config: Config) -> list[ConfigIssue]:
+    """Semantic checks across files: every name an alias uses must exist."""
     issues = []
     for alias in config.aliases.values():
+        src = alias.source
+        if alias.ca is None and not alias.cas:
+            issues.append(ConfigIssue(src, "$", "an alias needs `ca` or `cas`"))
         for i, ca in enumerate((alias.ca, *alias.cas)):
             if ca is not None and ca not in config.cas:
                 path = "$.ca" if i == 0 else f"$.cas[{i - 1}]"
-                issues.append(ConfigIssue(alias.source, path, f"unknown CA {ca!r}"))
-        if alias.scep_keys == "ra":
-            for ca in (alias.ca, *alias.cas):
-                if ca in config.cas and config.cas[ca].ra is None:
-                    issues.append(
-                        ConfigIssue(
-                            alias.source,
-                            "$.scep_keys",
-                            f"CA {ca!r} has no `ra` key pair configured",
-                        )
-                    )
+                issues.append(ConfigIssue(src, path, f"unknown CA {ca!r}"))
+            elif ca is not None and alias.scep_keys == "ra" and config.cas[ca].ra is None:
+                issues.append(
+                    ConfigIssue(src, "$.scep_keys", f"CA {ca!r} has no `ra` key pair configured")
+                )
+        if alias.certificate_profile not in config.certificate_profiles:
+            issues.append(
+                ConfigIssue(
+                    src,
+                    "$.certificate_profile",
+                    f"unknown certificate profile {alias.certificate_profile!r}",
+                )
+            )
+        if alias.end_entity_profile not in config.end_entity_profiles:
+            issues.append(
+                ConfigIssue(
+                    src,
+                    "$.end_entity_profile",
+                    f"unknown end entity profile {alias.end_entity_profile!r}",
+                )
+            )
+        if alias.mode == "ra" and alias.ra.secret is None and "authenticate" not in alias.policies:
+            issues.append(
+                ConfigIssue(
+                    src, "$.ra.secret", "RA mode needs a secret (or `policies.authenticate`)"
+                )
+            )
     return issues
+
+
+def _builtin(kind: str) -> Any:
+    return _BUILDERS[kind]("default", "built-in", with_defaults(schema(kind), {}, kind))

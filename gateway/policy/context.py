@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Protocol
 
 from cryptography import x509
 
 from gateway.scep.messages import PkiRequest
+from gateway.store import CertificateRecord, EndEntity, Store
 
 
 @dataclass(frozen=True)
@@ -19,11 +21,19 @@ class EnrollmentContext:
     ca: str
     request: PkiRequest
     now: datetime
-    validity: timedelta
+    # The certificate this CA issued that signed the request, if any (a renewal candidate).
+    signer_record: CertificateRecord | None = None
+    authenticated: bool = False
+    end_entity: EndEntity | None = None
+    username: str | None = None
     subject: x509.Name | None = None
     subject_alt_names: tuple[x509.GeneralName, ...] = ()
-    username: str | None = None
-    claim_entity: str | None = None  # end entity whose status issuance must claim atomically
+    # Issuance claims this entity's status atomically (CA mode: one enrollment per code).
+    claim_entity: str | None = None
+    # RA mode: the end entity to create or update together with the issuance.
+    upsert_entity: EndEntity | None = None
+    renewal_of: CertificateRecord | None = None
+    approved: bool = False
 
 
 @dataclass(frozen=True)
@@ -33,5 +43,16 @@ class Pending:
     reason: str
 
 
+@dataclass(frozen=True)
+class PolicyEnv:
+    """What policies may use at request time; passed in, never read from globals."""
+
+    store: Store
+    clock: Callable[[], datetime]
+    random: Callable[[int], bytes]
+
+
 class Policy(Protocol):
-    async def apply(self, ctx: EnrollmentContext) -> EnrollmentContext | Pending: ...
+    async def apply(self, ctx: EnrollmentContext, env: PolicyEnv) -> EnrollmentContext | Pending:
+        """Return the (replaced) context, Pending, or raise ScepFailure to refuse."""
+        ...

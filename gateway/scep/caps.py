@@ -23,8 +23,10 @@ KNOWN = (
 BASE = ("POSTPKIOperation", "SHA-256", "SHA-512", "SHA-1", "AES", "DES3", "SCEPStandard")
 
 
-def capabilities(*, renewal: bool, next_ca_cert: bool) -> tuple[str, ...]:
-    caps = list(BASE)
+def capabilities(
+    advertised: Iterable[str] = BASE, *, renewal: bool, next_ca_cert: bool
+) -> tuple[str, ...]:
+    caps = [c for c in advertised if c not in ("Renewal", "GetNextCACert")]
     if renewal:
         caps.insert(1, "Renewal")
     if next_ca_cert:

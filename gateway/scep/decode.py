@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from asn1crypto import cms, core
+from cryptography.exceptions import UnsupportedAlgorithm
 from asn1crypto import x509 as asn1_x509
 from cryptography.hazmat.primitives import serialization
 
@@ -30,7 +31,16 @@ from gateway.scep.messages import (
     Signer,
 )
 
-_PARSE_ERRORS = (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError)
+# UnsupportedAlgorithm: a key of a type cryptography does not know (found by the fuzzer).
+_PARSE_ERRORS = (
+    ValueError,
+    TypeError,
+    KeyError,
+    AttributeError,
+    IndexError,
+    OverflowError,
+    UnsupportedAlgorithm,
+)
 
 
 def printable(value: core.Asn1Value) -> str:

@@ -1,29 +1,20 @@
-"""``challenge.end_entity``: CA mode authentication against pre-registered end entities.
-
-EJBCA semantics: username = CN of the request (REQ-05), challengePassword = enrollment code;
-the certificate gets the DN registered for the entity, and an entity enrolls once until an
-operator resets it.
-"""
+"""Authenticate phase: who is asking (``challenge.end_entity``, ``challenge.static``)."""
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 from dataclasses import replace
-from typing import Protocol
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from gateway.errors import FailInfo, ScepFailure
 from gateway.policy.codes import DUMMY_HASH, verify_code
-from gateway.policy.context import EnrollmentContext, Pending
-from gateway.store import EndEntity, EntityStatus
+from gateway.policy.context import EnrollmentContext, Pending, PolicyEnv
+from gateway.store import EntityStatus
 
-_AUTH_FAILED = "authentication failed"
-
-
-class EndEntityLookup(Protocol):
-    async def get_end_entity(self, username: str) -> EndEntity | None: ...
+AUTH_FAILED = "authentication failed"
 
 
 def username_of(subject: x509.Name) -> str | None:
@@ -36,24 +27,39 @@ def username_of(subject: x509.Name) -> str | None:
     return None
 
 
-class EndEntityChallenge:
-    def __init__(self, entities: EndEntityLookup) -> None:
-        self._entities = entities
+def _challenge(ctx: EnrollmentContext) -> str:
+    csr = ctx.request.csr
+    return (csr.challenge_password or "") if csr else ""
 
-    async def apply(self, ctx: EnrollmentContext) -> EnrollmentContext | Pending:
+
+def renewal_without_challenge(ctx: EnrollmentContext) -> bool:
+    """Signed with a certificate we issued and no challenge: the renewal phase decides.
+
+    draft-nourse-scep-23 App. D sends an empty challenge, RFC 8894 RenewalReq omits it; a
+    non-empty challenge is still checked (EJBCA).
+    """
+    return ctx.signer_record is not None and not _challenge(ctx)
+
+
+class EndEntityChallenge:
+    """``challenge.end_entity``: CA mode; CN = username, challengePassword = enrollment code."""
+
+    async def apply(self, ctx: EnrollmentContext, env: PolicyEnv) -> EnrollmentContext | Pending:
+        if renewal_without_challenge(ctx):
+            return ctx
         csr = ctx.request.csr
         if csr is None:
             raise ScepFailure(FailInfo.BAD_REQUEST, "no certificate request")
         username = username_of(csr.subject)
-        entity = await self._entities.get_end_entity(username) if username else None
-        code = csr.challenge_password or ""
+        entity = await env.store.get_end_entity(username) if username else None
+        code = _challenge(ctx)
         # Check the code before anything else, and spend the same time for an unknown user,
         # so that only a holder of the code learns anything about the entity.
         ok = await asyncio.to_thread(verify_code, code, entity.code_hash if entity else DUMMY_HASH)
         if entity is None or not ok or not code:
             raise ScepFailure(
                 FailInfo.BAD_REQUEST,
-                _AUTH_FAILED,
+                AUTH_FAILED,
                 detail=f"username={username!r} known={entity is not None}",
             )
         if entity.status not in (EntityStatus.NEW, EntityStatus.FAILED):
@@ -70,7 +76,23 @@ class EndEntityChallenge:
             )
         return replace(
             ctx,
-            subject=x509.Name.from_rfc4514_string(entity.subject_dn),
+            authenticated=True,
+            end_entity=entity,
             username=entity.username,
             claim_entity=entity.username,
         )
+
+
+class StaticChallenge:
+    """``challenge.static``: RA mode; the challenge equals a shared secret."""
+
+    def __init__(self, secret: bytes) -> None:
+        self._secret = secret
+
+    async def apply(self, ctx: EnrollmentContext, env: PolicyEnv) -> EnrollmentContext | Pending:
+        if renewal_without_challenge(ctx):
+            return ctx
+        # RFC 8894 7.3: constant-time comparison; the secret is never logged.
+        if not hmac.compare_digest(_challenge(ctx).encode("utf-8"), self._secret):
+            raise ScepFailure(FailInfo.BAD_REQUEST, AUTH_FAILED, detail="RA secret mismatch")
+        return replace(ctx, authenticated=True)

@@ -1,0 +1,142 @@
+"""The fixed phase pipeline and the registry of policy types (DESIGN.md section 4).
+
+The gateway fixes the order of the phases; an alias only chooses which policies fill each
+phase (``policies:`` in its YAML), and by default gets what its mode, renewal, approval and
+profile settings imply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.config.model import (
+    PHASES,
+    AliasConfig,
+    CertificateProfile,
+    EndEntityProfile,
+    PolicyConfig,
+    SecretRef,
+)
+from gateway.errors import ConfigError, ConfigIssue, FailInfo, ScepFailure
+from gateway.policy.authenticate import AUTH_FAILED, EndEntityChallenge, StaticChallenge
+from gateway.policy.authorize import SubjectPattern
+from gateway.policy.context import EnrollmentContext, Pending, Policy, PolicyEnv
+from gateway.policy.naming import EndEntityNaming
+from gateway.policy.profile import CertificateProfilePolicy, EndEntityProfilePolicy
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What building a policy may look at: the alias, its profiles, its secrets."""
+
+    alias: AliasConfig
+    certificate_profile: CertificateProfile
+    end_entity_profile: EndEntityProfile
+    secret: Callable[[SecretRef, str], bytes]
+
+
+@dataclass(frozen=True)
+class PolicyType:
+    phase: str
+    build: Callable[[Mapping[str, Any], BuildContext], Policy]
+
+
+def _static_challenge(params: Mapping[str, Any], b: BuildContext) -> Policy:
+    value = params["secret"]
+    ref = value if isinstance(value, SecretRef) else SecretRef(**value)
+    return StaticChallenge(b.secret(ref, "$.secret"))
+
+
+TYPES: dict[str, PolicyType] = {
+    "challenge.end_entity": PolicyType("authenticate", lambda p, b: EndEntityChallenge()),
+    "challenge.static": PolicyType("authenticate", _static_challenge),
+    "authorize.subject_pattern": PolicyType(
+        "authorize", lambda p, b: SubjectPattern(p["field"], p["pattern"])
+    ),
+    "naming.end_entity": PolicyType("naming", lambda p, b: EndEntityNaming()),
+    "profile.end_entity": PolicyType(
+        "profile", lambda p, b: EndEntityProfilePolicy(b.end_entity_profile)
+    ),
+    "profile.certificate": PolicyType(
+        "profile", lambda p, b: CertificateProfilePolicy(b.certificate_profile)
+    ),
+}
+
+
+def default_policies(alias: AliasConfig) -> dict[str, tuple[PolicyConfig, ...]]:
+    """What an alias gets for each phase it does not configure itself."""
+    if alias.mode == "ra" and alias.ra.secret is not None:
+        authenticate = (PolicyConfig("challenge.static", {"secret": alias.ra.secret}, "$.ra"),)
+    else:
+        authenticate = (PolicyConfig("challenge.end_entity", {}, "$.mode"),)
+    defaults: dict[str, tuple[PolicyConfig, ...]] = {
+        "authenticate": authenticate,
+        "authorize": (),
+        "renewal": (),
+        "naming": (PolicyConfig("naming.end_entity", {}, "$.mode"),),
+        "profile": (
+            PolicyConfig("profile.end_entity", {}, "$.end_entity_profile"),
+            PolicyConfig("profile.certificate", {}, "$.certificate_profile"),
+        ),
+        "approval": (),
+    }
+    return {phase: alias.policies.get(phase, defaults[phase]) for phase in PHASES}
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    phases: tuple[tuple[str, tuple[Policy, ...]], ...]
+    names: tuple[tuple[str, tuple[str, ...]], ...]  # for --explain and logs
+
+    async def run(self, ctx: EnrollmentContext, env: PolicyEnv) -> EnrollmentContext | Pending:
+        for _phase, policies in self.phases:
+            for policy in policies:
+                outcome = await policy.apply(ctx, env)
+                if isinstance(outcome, Pending):
+                    return outcome
+                ctx = outcome
+        if not ctx.authenticated:
+            # Nothing vouched for the requester (e.g. signed by an issued certificate on an
+            # alias without renewal, and no challenge).
+            raise ScepFailure(FailInfo.BAD_REQUEST, AUTH_FAILED, detail="no policy authenticated")
+        return ctx
+
+
+def build(b: BuildContext) -> Pipeline:
+    """Build every policy of an alias, or raise ConfigError naming each bad one."""
+    issues: list[ConfigIssue] = []
+    phases = []
+    for phase, configs in default_policies(b.alias).items():
+        built: list[Policy] = []
+        for cfg in configs:
+            kind = TYPES.get(cfg.type)
+            if kind is None:
+                issues.append(
+                    ConfigIssue(b.alias.source, cfg.where, f"unknown policy type {cfg.type!r}")
+                )
+            elif kind.phase != phase:
+                issues.append(
+                    ConfigIssue(
+                        b.alias.source,
+                        cfg.where,
+                        f"{cfg.type} belongs in phase {kind.phase}, not {phase}",
+                    )
+                )
+            else:
+                try:
+                    built.append(kind.build(cfg.parameters, b))
+                except ConfigError as exc:
+                    issues.extend(
+                        ConfigIssue(i.file, cfg.where + i.path.removeprefix("$"), i.message)
+                        for i in exc.issues
+                    )
+        phases.append((phase, tuple(built)))
+    if issues:
+        raise ConfigError(issues)
+    names = tuple(
+        (phase, tuple(c.type for c in configs))
+        for phase, configs in default_policies(b.alias).items()
+    )
+    return Pipeline(phases=tuple(phases), names=names)
