@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
+
+from cryptography import x509
 
 from gateway.ca import bootstrap
 from gateway.ca.local import LocalCA
@@ -21,6 +24,8 @@ from gateway.keys.files import (
 )
 from gateway.policy import pipeline as policy_pipeline
 from gateway.registry import AliasRuntime, CaRuntime, ScepKeys, Snapshot, capabilities_for
+
+log = logging.getLogger(__name__)
 
 
 def _key_pem(data_dir: Path, ref: SecretRef) -> tuple[bytes, str]:
@@ -42,16 +47,31 @@ def _pair(data_dir: Path, cfg: KeyPairConfig, source: str, where: str) -> KeyPai
         raise ConfigError([ConfigIssue(source, where, exc.detail)]) from None
 
 
-def build_ca(data_dir: Path, cfg: CaConfig) -> CaRuntime:
-    pair = _pair(data_dir, KeyPairConfig(cfg.certificate, cfg.key), cfg.source, "$")
-    chain = load_certificates(data_path(data_dir, cfg.certificate))[1:]  # read fine just above
+def _missing(data_dir: Path, cfg: KeyPairConfig) -> bool:
+    return not data_path(data_dir, cfg.certificate).exists()
+
+
+def build_ca(data_dir: Path, cfg: CaConfig, *, in_memory: bool = False) -> CaRuntime:
+    """Load a CA's files. ``in_memory``: files that `create`/`ra` would make on first start
+    are generated in memory instead (check-config validates without writing)."""
+    own = KeyPairConfig(cfg.certificate, cfg.key)
+    chain: list[x509.Certificate] = []
+    if in_memory and cfg.create is not None and _missing(data_dir, own):
+        pair = bootstrap.new_ca(cfg.create, digest=cfg.digest, now=datetime.now(UTC))
+    else:
+        pair = _pair(data_dir, own, cfg.source, "$")
+        chain = load_certificates(data_path(data_dir, cfg.certificate))[1:]  # read just above
+    issuer = LocalCA(name=cfg.name, key_pair=pair, digest=cfg.digest)
     ra_signer = ra_encrypter = None
     if cfg.ra is not None:
-        ra_signer = _pair(data_dir, cfg.ra.signer, cfg.source, "$.ra.signer")
-        ra_encrypter = _pair(data_dir, cfg.ra.encrypter, cfg.source, "$.ra.encrypter")
+        if in_memory and _missing(data_dir, cfg.ra.signer):
+            ra_signer, ra_encrypter = bootstrap.new_ra(cfg, issuer, now=datetime.now(UTC))
+        else:
+            ra_signer = _pair(data_dir, cfg.ra.signer, cfg.source, "$.ra.signer")
+            ra_encrypter = _pair(data_dir, cfg.ra.encrypter, cfg.source, "$.ra.encrypter")
     return CaRuntime(
         name=cfg.name,
-        issuer=LocalCA(name=cfg.name, key_pair=pair, digest=cfg.digest),
+        issuer=issuer,
         chain=tuple(chain),
         ra_signer=ra_signer,
         ra_encrypter=ra_encrypter,
@@ -114,13 +134,13 @@ def build_alias(
     )
 
 
-def assemble(config: Config, data_dir: Path) -> Snapshot:
+def assemble(config: Config, data_dir: Path, *, in_memory: bool = False) -> Snapshot:
     """Build every runtime object, or raise ConfigError with every problem found."""
     issues: list[ConfigIssue] = []
     cas: dict[str, CaRuntime] = {}
     for cfg in config.cas.values():
         try:
-            cas[cfg.name] = build_ca(data_dir, cfg)
+            cas[cfg.name] = build_ca(data_dir, cfg, in_memory=in_memory)
         except ConfigError as exc:
             issues.extend(exc.issues)
     if issues:
@@ -139,7 +159,12 @@ def assemble(config: Config, data_dir: Path) -> Snapshot:
 def prepare(config: Config, data_dir: Path, *, now: datetime) -> None:
     """First start: create the CAs and RA pairs the config asks for; later starts reuse them."""
     for cfg in config.cas.values():
-        bootstrap.ensure_ca(data_dir, cfg, now=now)
-        if cfg.ra is not None and not data_path(data_dir, cfg.ra.signer.certificate).exists():
+        own = KeyPairConfig(cfg.certificate, cfg.key)
+        if cfg.create is not None and _missing(data_dir, own):
+            bootstrap.write_pair(
+                data_dir, own, bootstrap.new_ca(cfg.create, digest=cfg.digest, now=now)
+            )
+            log.info("created CA %s (%s)", cfg.name, cfg.create.subject)
+        if cfg.ra is not None and _missing(data_dir, cfg.ra.signer):
             without_ra = CaConfig(cfg.name, cfg.source, cfg.certificate, cfg.key, cfg.digest)
             bootstrap.issue_ra(data_dir, cfg, build_ca(data_dir, without_ra).issuer, now=now)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import secrets
@@ -21,6 +22,7 @@ from gateway.ca import bootstrap
 from gateway.config import loader
 from gateway.errors import ConfigError, GatewayError
 from gateway.policy.codes import hash_code
+from gateway.registry import Snapshot
 from gateway.settings import Settings
 from gateway.store import EndEntity, EntityStatus, Store
 
@@ -67,15 +69,38 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _explain(snapshot: Snapshot, name: str) -> list[str]:
+    runtime = snapshot.aliases.get(name)
+    if runtime is None:
+        return [f"no alias {name!r}"]
+    alias = runtime.config
+    lines = [f"alias {alias.name} ({alias.source})"]
+    values = loader.effective_alias_values(alias)
+    width = max(len(k) for k in values) + 2
+    for key, value in values.items():
+        lines.append(
+            f"  {key + ':':<{width}} {json.dumps(value)}  # {alias.origins.get(key, 'default')}"
+        )
+    lines.append("  pipeline:")
+    for phase, types in runtime.pipeline.names:
+        lines.append(f"    {phase}: {', '.join(types) or '-'}")
+    return lines
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
+    """Load exactly as the server would, without serving and without writing anything."""
     try:
         config = loader.load(Path(args.directory))
-        assembly.assemble(config, Path(args.data_dir))
+        snapshot = assembly.assemble(config, Path(args.data_dir), in_memory=True)
     except ConfigError as error:
         for issue in error.issues:
             print(issue)
         return 1
-    print(f"ok: {len(config.aliases)} aliases, {len(config.cas)} CAs")
+    if args.explain:
+        print("\n".join(_explain(snapshot, args.explain)))
+        return 0 if args.explain in snapshot.aliases else 1
+    profiles = len(config.certificate_profiles) + len(config.end_entity_profiles)
+    print(f"ok: {len(config.aliases)} aliases, {len(config.cas)} CAs, {profiles} profiles")
     return 0
 
 
@@ -194,6 +219,7 @@ def parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-config", parents=[common], help="validate a config directory")
     check.add_argument("directory")
+    check.add_argument("--explain", metavar="ALIAS", help="print the effective values of an alias")
     check.set_defaults(func=cmd_check_config)
 
     ca = sub.add_parser("ca", help="CA operations")

@@ -9,24 +9,21 @@ from pathlib import Path
 from cryptography import x509
 
 from gateway.ca.local import LocalCA, create_root, generate_key, issue_ra_pair
-from gateway.config.model import CaConfig, KeyPairConfig
+from gateway.config.model import CaConfig, CaCreate, KeyPairConfig
 from gateway.keys.files import KeyPair, data_path, write_certificates, write_private_key
 
 log = logging.getLogger(__name__)
 
 
-def _write_pair(data_dir: Path, cfg: KeyPairConfig, pair: KeyPair) -> None:
+def write_pair(data_dir: Path, cfg: KeyPairConfig, pair: KeyPair) -> None:
     if cfg.key.file is None:
         raise ValueError("a created key needs a `key: {file: ...}` reference")
     write_private_key(data_path(data_dir, cfg.key.file), pair.private_key)
     write_certificates(data_path(data_dir, cfg.certificate), [pair.certificate])
 
 
-def ensure_ca(data_dir: Path, cfg: CaConfig, *, now: datetime) -> bool:
-    """Create the self-signed CA of ``cfg.create`` if its files are missing. True if created."""
-    if cfg.create is None or data_path(data_dir, cfg.certificate).exists():
-        return False
-    spec = cfg.create
+def new_ca(spec: CaCreate, *, digest: str, now: datetime) -> KeyPair:
+    """A self-signed CA as ``create`` describes it (in memory; the caller decides on files)."""
     key = generate_key(spec.key_type, spec.key_size)
     cert = create_root(
         x509.Name.from_rfc4514_string(spec.subject),
@@ -34,23 +31,27 @@ def ensure_ca(data_dir: Path, cfg: CaConfig, *, now: datetime) -> bool:
         serial=x509.random_serial_number(),
         now=now,
         validity=timedelta(days=spec.validity_days),
-        digest=cfg.digest,
+        digest=digest,
     )
-    _write_pair(data_dir, KeyPairConfig(cfg.certificate, cfg.key), KeyPair(cert, key))
-    log.info("created CA %s (%s)", cfg.name, spec.subject)
-    return True
+    return KeyPair(cert, key)
 
 
-def issue_ra(data_dir: Path, cfg: CaConfig, ca: LocalCA, *, now: datetime) -> None:
-    """Issue (or re-issue) the RA signing and encryption pair of ``cfg.ra``."""
+def new_ra(cfg: CaConfig, ca: LocalCA, *, now: datetime) -> tuple[KeyPair, KeyPair]:
+    """The RA signing and encryption pair of ``cfg.ra``, issued by ``ca`` (in memory)."""
     if cfg.ra is None:
         raise ValueError(f"CA {cfg.name} has no `ra` section")
-    signer, encrypter = issue_ra_pair(
+    return issue_ra_pair(
         ca,
         now=now,
         serials=(x509.random_serial_number(), x509.random_serial_number()),
         validity=timedelta(days=cfg.ra.validity_days),
     )
-    _write_pair(data_dir, cfg.ra.signer, signer)
-    _write_pair(data_dir, cfg.ra.encrypter, encrypter)
+
+
+def issue_ra(data_dir: Path, cfg: CaConfig, ca: LocalCA, *, now: datetime) -> None:
+    """Issue (or re-issue) the RA pair of ``cfg.ra`` and write it where the config says."""
+    signer, encrypter = new_ra(cfg, ca, now=now)
+    assert cfg.ra is not None  # new_ra checked
+    write_pair(data_dir, cfg.ra.signer, signer)
+    write_pair(data_dir, cfg.ra.encrypter, encrypter)
     log.info("issued RA pair for CA %s", cfg.name)

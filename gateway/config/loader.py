@@ -8,9 +8,11 @@ documentation is generated from), then the alias's preset, then the file.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import re
 from collections.abc import Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -296,6 +298,7 @@ def load(directory: Path) -> Config:
     if not directory.is_dir():
         raise ConfigError([ConfigIssue(str(directory), "$", "not a directory")])
     issues: list[ConfigIssue] = []
+    invalid: set[tuple[str, str]] = set()  # files already reported: no follow-on errors
     config = Config()
     targets: dict[str, dict[str, Any]] = {
         "ca": config.cas,
@@ -318,40 +321,58 @@ def load(directory: Path) -> Config:
             try:
                 data = yaml.safe_load(path.read_text(encoding="utf-8"))
             except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-                issues.append(ConfigIssue(source, "$", f"cannot read YAML: {exc}"))
+                issues.append(ConfigIssue(source, "$", _read_error(exc)))
+                invalid.add((kind.schema, name))
                 continue
             data = {} if data is None else data
             found = schema_issues(kind.schema, source, data)
             if found:
                 issues.extend(found)
+                invalid.add((kind.schema, name))
                 continue
             if kind.schema == "alias":
                 config.aliases[name] = _alias(name, source, data)
             else:
                 defaulted = with_defaults(schema(kind.schema), data, kind.schema)
                 targets[kind.schema][name] = _BUILDERS[kind.schema](name, source, defaulted)
-    issues.extend(references(config))
+    issues.extend(references(config, invalid))
     if issues:
         raise ConfigError(issues)
     return config
 
 
-def references(config: Config) -> list[ConfigIssue]:
-    """Semantic checks across files: every name an alias uses must exist."""
+def _read_error(exc: Exception) -> str:
+    """One line, whatever the YAML parser's message looks like."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        return f"YAML syntax error at line {mark.line + 1}, column {mark.column + 1}: {exc.problem}"
+    return f"cannot read YAML: {' '.join(str(exc).split())}"
+
+
+def references(
+    config: Config, invalid: AbstractSet[tuple[str, str]] = frozenset()
+) -> list[ConfigIssue]:
+    """Semantic checks across files: every name an alias uses must exist.
+
+    A name whose file exists but was already reported as invalid is not reported again.
+    """
     issues = []
     for alias in config.aliases.values():
         src = alias.source
         if alias.ca is None and not alias.cas:
             issues.append(ConfigIssue(src, "$", "an alias needs `ca` or `cas`"))
         for i, ca in enumerate((alias.ca, *alias.cas)):
-            if ca is not None and ca not in config.cas:
+            if ca is not None and ca not in config.cas and ("ca", ca) not in invalid:
                 path = "$.ca" if i == 0 else f"$.cas[{i - 1}]"
                 issues.append(ConfigIssue(src, path, f"unknown CA {ca!r}"))
-            elif ca is not None and alias.scep_keys == "ra" and config.cas[ca].ra is None:
+            elif ca in config.cas and alias.scep_keys == "ra" and config.cas[ca].ra is None:
                 issues.append(
                     ConfigIssue(src, "$.scep_keys", f"CA {ca!r} has no `ra` key pair configured")
                 )
-        if alias.certificate_profile not in config.certificate_profiles:
+        if (
+            alias.certificate_profile not in config.certificate_profiles
+            and ("certificate-profile", alias.certificate_profile) not in invalid
+        ):
             issues.append(
                 ConfigIssue(
                     src,
@@ -359,7 +380,10 @@ def references(config: Config) -> list[ConfigIssue]:
                     f"unknown certificate profile {alias.certificate_profile!r}",
                 )
             )
-        if alias.end_entity_profile not in config.end_entity_profiles:
+        if (
+            alias.end_entity_profile not in config.end_entity_profiles
+            and ("end-entity-profile", alias.end_entity_profile) not in invalid
+        ):
             issues.append(
                 ConfigIssue(
                     src,
@@ -378,3 +402,16 @@ def references(config: Config) -> list[ConfigIssue]:
 
 def _builtin(kind: str) -> Any:
     return _BUILDERS[kind]("default", "built-in", with_defaults(schema(kind), {}, kind))
+
+
+def effective_alias_values(alias: AliasConfig) -> dict[str, Any]:
+    """The alias's effective settings as plain values, in schema order (for --explain)."""
+    values = dataclasses.asdict(alias)
+    for internal in ("name", "source", "origins", "policies"):
+        values.pop(internal)
+    if alias.ra.secret is not None:
+        values["ra"]["secret"] = {k: v for k, v in values["ra"]["secret"].items() if v}
+    order = list(schema("alias")["properties"])
+    return {
+        k: values[k] for k in sorted(values, key=lambda k: order.index(k) if k in order else 99)
+    }

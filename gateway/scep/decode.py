@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from asn1crypto import cms, core
-from cryptography.exceptions import UnsupportedAlgorithm
 from asn1crypto import x509 as asn1_x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
 from gateway.errors import FailInfo, MalformedRequest, ScepFailure
