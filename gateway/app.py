@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from datetime import UTC, datetime
@@ -13,7 +14,9 @@ from gateway import assembly
 from gateway.config import loader
 from gateway.enrollment import Enrollment
 from gateway.http.routes import Services, raw_response, scep
+from gateway.metrics import Metrics
 from gateway.registry import Snapshot
+from gateway.reload import Reloader
 from gateway.settings import Settings
 from gateway.store import Store
 
@@ -35,19 +38,30 @@ def create_app(settings: Settings) -> Quart:
     app = Quart(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.register_blueprint(scep)
-    snapshot = load_snapshot(settings)  # a bad config fails the start (exit 1 in the CLI)
+    metrics = Metrics()
+    # A bad configuration fails the start (exit 1 in the CLI); later, only reloads can fail.
+    reloader = Reloader(lambda: load_snapshot(settings), load_snapshot(settings), metrics)
+    stop_watching = asyncio.Event()
+    tasks: list[asyncio.Task[None]] = []
 
     @app.before_serving
     async def start() -> None:
         store = await Store.open(settings.database)
-        enrollment = Enrollment(store, clock=utc_now, random=os.urandom)
+        enrollment = Enrollment(store, clock=utc_now, random=os.urandom, metrics=metrics)
         app.config["SERVICES"] = Services(
-            lambda: snapshot, enrollment, store, settings.max_url_bytes
+            reloader, enrollment, store, settings.max_url_bytes, metrics
         )
-        log.info("serving aliases %s", ", ".join(sorted(snapshot.aliases)))
+        if settings.watch_config:
+            tasks.append(
+                asyncio.create_task(reloader.watch(str(settings.config_dir), stop_watching))
+            )
+        log.info("serving aliases %s", ", ".join(sorted(reloader.current().aliases)))
 
     @app.after_serving
     async def stop() -> None:
+        stop_watching.set()
+        for task in tasks:
+            await task
         services: Services | None = app.config.get("SERVICES")
         if services is not None:
             await services.store.close()

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from gateway.ca.profile import issue_request
 from gateway.errors import FailInfo, ScepFailure
+from gateway.metrics import Metrics
 from gateway.policy.context import EnrollmentContext, Pending, PolicyEnv
 from gateway.registry import AliasRuntime, ScepKeys
 from gateway.scep import decode, encode
@@ -44,8 +45,10 @@ class Enrollment:
         clock: Callable[[], datetime],
         random: Callable[[int], bytes],
         serials: Callable[[], int] = x509.random_serial_number,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
+        self._metrics = metrics or Metrics()
         self._clock = clock
         self._random = random
         self._serials = serials
@@ -195,6 +198,7 @@ class Enrollment:
                     "the enrollment code has already been used; ask an operator to reset it",
                     detail=exc.detail,
                 ) from None
+            self._metrics.inc("scep_certificates_issued_total", alias=alias.name, ca=keys.ca.name)
             log.info(
                 "issued serial=%x subject=%s entity=%s transaction=%s ca=%s",
                 serial,

@@ -57,6 +57,7 @@ async def gateway(tmp_path: Path, shared_data_dir: Path) -> AsyncIterator[Gatewa
         config_dir=copy_config(tmp_path),
         data_dir=shared_data_dir,
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'gateway.sqlite3'}",
+        watch_config=False,
     )
     app = create_app(settings)
     async with app.test_app() as test_app:

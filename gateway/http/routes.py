@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections.abc import Callable
 
 from quart import Blueprint, Response, current_app, request
 
@@ -18,7 +18,9 @@ from gateway.errors import (
     UnknownAlias,
 )
 from gateway.http import transport
+from gateway.metrics import Metrics
 from gateway.registry import CA_RA_CERT_CHAIN, Snapshot
+from gateway.reload import Reloader
 from gateway.store import Store
 
 log = logging.getLogger(__name__)
@@ -52,12 +54,21 @@ class Services:
     """What the routes need, set up by the app at start."""
 
     def __init__(
-        self, snapshot: Callable[[], Snapshot], enrollment: Enrollment, store: Store, max_url: int
+        self,
+        reloader: Reloader,
+        enrollment: Enrollment,
+        store: Store,
+        max_url: int,
+        metrics: Metrics,
     ) -> None:
-        self.snapshot = snapshot
+        self.reloader = reloader
         self.enrollment = enrollment
         self.store = store
         self.max_url = max_url
+        self.metrics = metrics
+
+    def snapshot(self) -> Snapshot:
+        return self.reloader.current()
 
 
 def services() -> Services:
@@ -82,6 +93,18 @@ DEFAULT_PATHS = (
 
 async def _serve(alias_name: str) -> Response:
     svc = services()
+    response = await _answer(svc, alias_name)
+    operation = request.args.get("operation", "PKIOperation" if request.method == "POST" else "")
+    svc.metrics.inc(
+        "scep_requests_total",
+        alias=alias_name if alias_name in svc.snapshot().aliases else "unknown",
+        operation=operation if operation in transport.OPERATIONS else "invalid",
+        status=str(response.status_code),
+    )
+    return response
+
+
+async def _answer(svc: Services, alias_name: str) -> Response:
     started = time.perf_counter()
     try:
         body = b""
@@ -138,11 +161,29 @@ async def healthz() -> Response:
 
 @scep.route("/readyz")
 async def readyz() -> Response:
+    """Ready when a configuration serves and the database answers.
+
+    A broken edit of the configuration does not make the gateway unready (the last good
+    configuration keeps serving); it is listed under `config_errors` until an edit fixes it.
+    """
     svc = services()
+    state = svc.reloader.state
+    body: dict[str, object] = {
+        "status": "ready",
+        "aliases": sorted(state.snapshot.aliases),
+        "config_generation": state.generation,
+        "config_errors": [str(issue) for issue in state.errors],
+    }
+    status = 200
     try:
         await svc.store.ping()
     except GatewayError as error:
         log.warning("not ready: %s", error.detail)
-        return raw_response(b"database unreachable\n", "text/plain", 503)
-    aliases = ",".join(sorted(svc.snapshot().aliases))
-    return raw_response(f"ready aliases={aliases}\n".encode(), "text/plain")
+        body["status"] = "database unreachable"
+        status = 503
+    return raw_response(json.dumps(body, indent=1).encode() + b"\n", "application/json", status)
+
+
+@scep.route("/metrics")
+async def metrics() -> Response:
+    return raw_response(services().metrics.render(), "text/plain; version=0.0.4")

@@ -1,0 +1,101 @@
+"""Hot reload: watch the config directory, rebuild, swap; keep the last good snapshot.
+
+The directory is watched, not single files: Kubernetes updates a mounted ConfigMap by
+writing a new timestamped directory and swapping the `..data` symlink to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from watchfiles import awatch
+
+from gateway.errors import ConfigError, ConfigIssue
+from gateway.metrics import Metrics
+from gateway.registry import Snapshot
+
+log = logging.getLogger(__name__)
+
+# Edits land within a second: coalesce bursts briefly, then rebuild.
+DEBOUNCE_MS = 100
+STEP_MS = 25
+
+
+@dataclass(frozen=True)
+class State:
+    snapshot: Snapshot
+    errors: tuple[ConfigIssue, ...] = ()
+    generation: int = 1
+
+
+class Reloader:
+    """Owns the current snapshot; ``current()`` is what each request reads once."""
+
+    def __init__(self, build: Callable[[], Snapshot], initial: Snapshot, metrics: Metrics) -> None:
+        self._build = build
+        self._state = State(initial)
+        self._metrics = metrics
+        self._lock = asyncio.Lock()
+        self._changed = asyncio.Condition()
+        metrics.set("scep_config_last_reload_success", 1)
+        metrics.set("scep_config_errors", 0)
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    def current(self) -> Snapshot:
+        return self._state.snapshot
+
+    async def wait_for(self, predicate: Callable[[State], bool]) -> State:
+        """Wait until a load (good or bad) leaves a state satisfying ``predicate``."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: predicate(self._state))
+            return self._state
+
+    async def _publish(self, state: State) -> None:
+        self._state = state
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def reload(self) -> bool:
+        """Rebuild from disk; swap only if everything built. True if swapped."""
+        async with self._lock:
+            try:
+                snapshot = await asyncio.to_thread(self._build)
+            except ConfigError as error:
+                for issue in error.issues:
+                    log.error("config: %s", issue)
+                await self._publish(
+                    State(self._state.snapshot, error.issues, self._state.generation)
+                )
+                self._metrics.inc("scep_config_reloads_total", result="failure")
+                self._metrics.set("scep_config_last_reload_success", 0)
+                self._metrics.set("scep_config_errors", len(error.issues))
+                log.error("configuration not applied; still serving the last good one")
+                return False
+            # One assignment: a request that already read the old snapshot finishes on it.
+            await self._publish(State(snapshot, (), self._state.generation + 1))
+            self._metrics.inc("scep_config_reloads_total", result="success")
+            self._metrics.set("scep_config_last_reload_success", 1)
+            self._metrics.set("scep_config_errors", 0)
+            log.info(
+                "configuration %d applied: aliases %s",
+                self._state.generation,
+                ", ".join(sorted(snapshot.aliases)),
+            )
+            return True
+
+    async def watch(self, directory: str, stop: asyncio.Event) -> None:
+        async for _changes in awatch(
+            directory,
+            stop_event=stop,
+            debounce=DEBOUNCE_MS,
+            step=STEP_MS,
+            recursive=True,
+            force_polling=False,
+        ):
+            await self.reload()
