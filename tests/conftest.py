@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,14 +52,27 @@ def shared_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("data")
 
 
-@pytest.fixture
-async def gateway(tmp_path: Path, shared_data_dir: Path) -> AsyncIterator[Gateway]:
+@asynccontextmanager
+async def running_gateway(
+    tmp_path: Path, data_dir: Path, files: Mapping[str, str] | None = None, *, watch: bool = False
+) -> AsyncIterator[Gateway]:
+    """config.example plus ``files`` (path in the config dir -> YAML text), served in-process."""
+    config_dir = copy_config(tmp_path)
+    for name, text in (files or {}).items():
+        (config_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        (config_dir / name).write_text(text)
     settings = Settings(
-        config_dir=copy_config(tmp_path),
-        data_dir=shared_data_dir,
+        config_dir=config_dir,
+        data_dir=data_dir,
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'gateway.sqlite3'}",
-        watch_config=False,
+        watch_config=watch,
     )
     app = create_app(settings)
     async with app.test_app() as test_app:
         yield Gateway(app, test_app.test_client(), app.config["SERVICES"], settings)
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path, shared_data_dir: Path) -> AsyncIterator[Gateway]:
+    async with running_gateway(tmp_path, shared_data_dir) as running:
+        yield running

@@ -18,7 +18,7 @@ import pytest
 from gateway.app import create_app
 from gateway.http.routes import Services
 from gateway.settings import Settings
-from tests.conftest import Gateway, body_of
+from tests.conftest import Gateway, body_of, running_gateway
 from tests.support import copy_config
 
 pytestmark = pytest.mark.asyncio
@@ -27,15 +27,8 @@ WAIT_SECONDS = 15  # generous: only a hang fails
 
 @pytest.fixture
 async def watched(tmp_path: Path, shared_data_dir: Path) -> AsyncIterator[Gateway]:
-    settings = Settings(
-        config_dir=copy_config(tmp_path),
-        data_dir=shared_data_dir,
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'gateway.sqlite3'}",
-        watch_config=True,
-    )
-    app = create_app(settings)
-    async with app.test_app() as test_app:
-        yield Gateway(app, test_app.test_client(), app.config["SERVICES"], settings)
+    async with running_gateway(tmp_path, shared_data_dir, watch=True) as running:
+        yield running
 
 
 async def _next_generation(services: Services, after: int) -> None:
