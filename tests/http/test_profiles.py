@@ -126,7 +126,8 @@ async def test_profile_refusals(
     caplog.set_level(logging.INFO, logger="gateway.enrollment")
     name = "dev-7" if case != "pattern" else "laptop-7"
     key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey = _rsa(3072)
-    dn, sans = None, ()
+    dn: str | None = None
+    sans: tuple[x509.GeneralName, ...] = ()
     if case == "small-key":
         key = _rsa(2048)
     elif case == "ec-curve":
