@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 CLIENTS := /usr/bin/scepclient /usr/sbin/certmonger
 
-.PHONY: run test lint typecheck format bench clients clean
+.PHONY: run test lint typecheck format bench clients clean docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,3 +53,7 @@ bench: $(TEST_STAMP) clients
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+
+## make docs: regenerate docs/configuration.md from schemas/
+docs: $(STAMP)
+	$(BIN)/python -m gateway.config.reference > docs/configuration.md
