@@ -1,4 +1,4 @@
-"""Persistence: end entities and issued certificates in SQLite or PostgreSQL.
+"""Persistence: end entities, certificates, CRLs and pending requests in SQLite or PostgreSQL.
 
 SQLAlchemy Core with async drivers; the schema is kept by Alembic migrations that
 :meth:`Store.open` runs.
@@ -6,23 +6,48 @@ SQLAlchemy Core with async drivers; the schema is kept by Alembic migrations tha
 
 from gateway.errors import StoreError
 from gateway.store.errors import (
+    AlreadyRevoked,
     EntityExists,
     EntityNotEnrollable,
     InvalidRecord,
+    NoSuchCertificate,
     NoSuchEntity,
+    NoSuchPending,
+    PendingExists,
+    PendingNotApproved,
+    PendingNotDecidable,
     SerialCollision,
 )
-from gateway.store.models import CertificateRecord, EndEntity, EntityStatus
-from gateway.store.repository import Store
+from gateway.store.models import (
+    REVOCATION_REASONS,
+    CertificateRecord,
+    CrlRecord,
+    EndEntity,
+    EntityStatus,
+    PendingRequest,
+    PendingStatus,
+)
+from gateway.store.repository import CRL_NUMBER_ATTEMPTS, Store
 
 __all__ = [
+    "CRL_NUMBER_ATTEMPTS",
+    "REVOCATION_REASONS",
+    "AlreadyRevoked",
     "CertificateRecord",
+    "CrlRecord",
     "EndEntity",
     "EntityExists",
     "EntityNotEnrollable",
     "EntityStatus",
     "InvalidRecord",
+    "NoSuchCertificate",
     "NoSuchEntity",
+    "NoSuchPending",
+    "PendingExists",
+    "PendingNotApproved",
+    "PendingNotDecidable",
+    "PendingRequest",
+    "PendingStatus",
     "SerialCollision",
     "Store",
     "StoreError",

@@ -1,7 +1,7 @@
 """Errors raised by the store, all of them :class:`~gateway.errors.StoreError`.
 
 Each carries the data that explains it. ``client_text`` stays generic; ``detail`` (for the log)
-names the entity or the certificate.
+names the object: the end entity, the certificate, the pending request.
 """
 
 from __future__ import annotations
@@ -51,3 +51,70 @@ class SerialCollision(StoreError):
         )
         self.ca = ca
         self.serial = serial
+
+
+class NoSuchCertificate(StoreError):
+    """The CA issued no certificate with that serial number."""
+
+    def __init__(self, ca: str, serial: int) -> None:
+        super().__init__(
+            "no such certificate", detail=f"CA {ca!r} issued no certificate with serial {serial:#x}"
+        )
+        self.ca = ca
+        self.serial = serial
+
+
+class AlreadyRevoked(StoreError):
+    """The certificate is revoked already; its first revocation stands."""
+
+    def __init__(self, ca: str, serial: int) -> None:
+        super().__init__(
+            "certificate already revoked",
+            detail=f"certificate {serial:#x} of CA {ca!r} is already revoked",
+        )
+        self.ca = ca
+        self.serial = serial
+
+
+class PendingExists(StoreError):
+    """A pending request with that transactionID already exists on the alias."""
+
+    def __init__(self, alias: str, transaction_id: str) -> None:
+        super().__init__(
+            "pending request already exists",
+            detail=f"pending request {transaction_id!r} on alias {alias!r} exists",
+        )
+        self.alias = alias
+        self.transaction_id = transaction_id
+
+
+class NoSuchPending(StoreError):
+    """No pending request with that id."""
+
+    def __init__(self, pending_id: int) -> None:
+        super().__init__("no such pending request", detail=f"no pending request {pending_id}")
+        self.id = pending_id
+
+
+class PendingNotDecidable(StoreError):
+    """The pending request was decided already, has expired or was issued: no decision now."""
+
+    def __init__(self, pending_id: int, status: str) -> None:
+        super().__init__(
+            "pending request cannot be decided",
+            detail=f"pending request {pending_id} has status {status!r}",
+        )
+        self.id = pending_id
+        self.status = status
+
+
+class PendingNotApproved(StoreError):
+    """The pending request that an issuance completes does not exist or is not approved."""
+
+    def __init__(self, pending_id: int, status: str | None) -> None:
+        why = "does not exist" if status is None else f"has status {status!r}"
+        super().__init__(
+            "pending request is not approved", detail=f"pending request {pending_id} {why}"
+        )
+        self.id = pending_id
+        self.status = status

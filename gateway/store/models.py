@@ -1,4 +1,4 @@
-"""The values that the store keeps: end entities and issued certificates.
+"""The values that the store keeps: end entities, certificates, CRLs, pending requests.
 
 The dataclasses check themselves on construction, so that a record the database cannot hold
 (naive datetime, serial number out of range) fails early with :class:`InvalidRecord`, and every
@@ -29,6 +29,37 @@ ENROLLABLE = frozenset({EntityStatus.NEW, EntityStatus.FAILED})
 """Statuses from which an enrollment may claim the end entity."""
 
 
+class PendingStatus(enum.StrEnum):
+    """Where a request that waits for an operator stands.
+
+    ``pending`` becomes ``approved`` or ``rejected`` (an operator) or ``expired`` (time);
+    ``approved`` becomes ``issued`` when its certificate is recorded.
+    """
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    ISSUED = "issued"
+
+
+REVOCATION_REASONS = frozenset(
+    {
+        "unspecified",
+        "keyCompromise",
+        "cACompromise",
+        "affiliationChanged",
+        "superseded",
+        "cessationOfOperation",
+        "certificateHold",
+        "removeFromCRL",
+        "privilegeWithdrawn",
+        "aACompromise",
+    }
+)
+"""RFC 5280 5.3.1 CRLReason names that a revocation may give."""
+
+
 def _utc(field: str, value: object, *, optional: bool = False) -> datetime | None:
     if value is None and optional:
         return None
@@ -53,6 +84,37 @@ def _status(value: object) -> EntityStatus:
         return EntityStatus(value)
     except ValueError:
         raise InvalidRecord(f"unknown end entity status {value!r}") from None
+
+
+def _pending_status(value: object) -> PendingStatus:
+    if not isinstance(value, str):
+        raise InvalidRecord(f"status must be a string, not {type(value).__name__}")
+    try:
+        return PendingStatus(value)
+    except ValueError:
+        raise InvalidRecord(f"unknown pending request status {value!r}") from None
+
+
+def _bytes(field: str, value: object) -> bytes:
+    if not isinstance(value, bytes | bytearray | memoryview):
+        raise InvalidRecord(f"{field} must be bytes, not {type(value).__name__}")
+    return bytes(value)
+
+
+def _integer(field: str, value: object, *, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidRecord(f"{field} must be an int, not {type(value).__name__}")
+    if value <= 0:
+        raise InvalidRecord(f"{field} must be positive, not {value}")
+
+
+def check_reason(reason: object) -> str:
+    """Return ``reason`` if it is an RFC 5280 CRLReason name, else raise InvalidRecord."""
+    if not isinstance(reason, str) or reason not in REVOCATION_REASONS:
+        raise InvalidRecord(f"unknown revocation reason {reason!r}")
+    return reason
 
 
 def check_serial(serial: object) -> int:
@@ -114,9 +176,70 @@ class CertificateRecord:
         _text("username", self.username, optional=True)
         _text("revocation_reason", self.revocation_reason, optional=True)
         check_serial(self.serial)
-        if not isinstance(self.der, bytes | bytearray | memoryview):
-            raise InvalidRecord(f"der must be bytes, not {type(self.der).__name__}")
-        object.__setattr__(self, "der", bytes(self.der))
+        object.__setattr__(self, "der", _bytes("der", self.der))
         for name in ("not_before", "not_after", "issued_at"):
             object.__setattr__(self, name, _utc(name, getattr(self, name)))
         object.__setattr__(self, "revoked_at", _utc("revoked_at", self.revoked_at, optional=True))
+
+
+@dataclass(frozen=True)
+class CrlRecord:
+    """A CRL that was signed and published; ``number`` counts up from 1 for each ``ca``."""
+
+    ca: str
+    """Name of the CRL series (the store does not interpret it)."""
+    number: int
+    """The cRLNumber extension: positive, allocated by :meth:`Store.publish_crl`."""
+    this_update: datetime
+    next_update: datetime
+    der: bytes
+    created_at: datetime
+
+    def __post_init__(self) -> None:
+        _text("ca", self.ca)
+        _integer("number", self.number)
+        object.__setattr__(self, "der", _bytes("der", self.der))
+        for name in ("this_update", "next_update", "created_at"):
+            object.__setattr__(self, name, _utc(name, getattr(self, name)))
+        if self.next_update < self.this_update:
+            raise InvalidRecord("next_update must not be before this_update")
+
+
+@dataclass(frozen=True)
+class PendingRequest:
+    """An enrollment that waits for an operator's approval while its client polls."""
+
+    alias: str
+    ca: str
+    transaction_id: str
+    """SCEP transactionID; found again case-insensitively."""
+    username: str | None
+    subject_dn: str
+    csr_der: bytes
+    decision: str
+    """Opaque JSON text: what the caller decided before the request waited."""
+    status: PendingStatus
+    created_at: datetime
+    expires_at: datetime
+    """The operator may decide until this instant; from then on the request is expired."""
+    id: int | None = None
+    """Given by the store on :meth:`Store.add_pending`."""
+    reason: str | None = None
+    """Why the operator decided so."""
+    decided_at: datetime | None = None
+    issued_serial: int | None = None
+    """Serial of the certificate issued for it (status ``issued``)."""
+
+    def __post_init__(self) -> None:
+        for name in ("alias", "ca", "transaction_id", "subject_dn", "decision"):
+            _text(name, getattr(self, name))
+        _text("username", self.username, optional=True)
+        _text("reason", self.reason, optional=True)
+        object.__setattr__(self, "csr_der", _bytes("csr_der", self.csr_der))
+        object.__setattr__(self, "status", _pending_status(self.status))
+        object.__setattr__(self, "created_at", _utc("created_at", self.created_at))
+        object.__setattr__(self, "expires_at", _utc("expires_at", self.expires_at))
+        object.__setattr__(self, "decided_at", _utc("decided_at", self.decided_at, optional=True))
+        _integer("id", self.id, optional=True)
+        if self.issued_serial is not None:
+            check_serial(self.issued_serial)

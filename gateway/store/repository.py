@@ -1,21 +1,34 @@
-"""The store: end entities and issued certificates in SQLite or PostgreSQL.
+"""The store: end entities, certificates, CRLs and pending requests in SQLite or PostgreSQL.
 
-Every method is one transaction. Database failures come out as
-:class:`~gateway.errors.StoreError` (or one of the subclasses in :mod:`gateway.store.errors`),
-never as a driver's or a builtin exception.
+Every method is one transaction (:meth:`Store.publish_crl` retries in a new one). Database
+failures come out as :class:`~gateway.errors.StoreError` (or one of the subclasses in
+:mod:`gateway.store.errors`), never as a driver's or a builtin exception.
 """
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime
+from dataclasses import replace
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
 
 from alembic.util import CommandError
-from sqlalchemy import RowMapping, Select, func, insert, select, text, update
+from sqlalchemy import (
+    Executable,
+    RowMapping,
+    Select,
+    case,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -23,20 +36,30 @@ from gateway.errors import StoreError
 from gateway.store import migrate
 from gateway.store.engine import WRITE_OPTIONS, create_store_engine, enable_wal
 from gateway.store.errors import (
+    AlreadyRevoked,
     EntityExists,
     EntityNotEnrollable,
     InvalidRecord,
+    NoSuchCertificate,
     NoSuchEntity,
+    NoSuchPending,
+    PendingExists,
+    PendingNotApproved,
+    PendingNotDecidable,
     SerialCollision,
 )
 from gateway.store.models import (
     ENROLLABLE,
     CertificateRecord,
+    CrlRecord,
     EndEntity,
     EntityStatus,
+    PendingRequest,
+    PendingStatus,
+    check_reason,
     check_serial,
 )
-from gateway.store.tables import certificates, end_entities
+from gateway.store.tables import certificates, crls, end_entities, pending_requests
 
 _DATABASE_ERRORS: tuple[type[BaseException], ...] = (
     SQLAlchemyError,
@@ -116,6 +139,136 @@ def _certificate_values(cert: CertificateRecord) -> dict[str, Any]:
 
 _CERTIFICATE_COLUMNS = [c for c in certificates.c if c.name != "id"]
 
+_BY_SERIAL = (
+    # Hex text without leading zeros: shorter is smaller, then compare the digits.
+    func.length(certificates.c.serial),
+    certificates.c.serial,
+)
+
+_ID_LIMIT = 1 << 63
+"""Ids of pending requests are positive BIGINTs."""
+
+CRL_NUMBER_ATTEMPTS = 5
+"""How many CRL numbers :meth:`Store.publish_crl` tries before it gives up."""
+
+_POSTGRES_CRL_LOCK_CLASS = 0x5343_524C
+"""First key of the pg_advisory_xact_lock(int, int) that numbers a CRL series ("SCRL")."""
+
+
+class _CrlNumberTaken(Exception):
+    """Another transaction committed the CRL number first: try the next one."""
+
+
+def _aware(name: str, value: object) -> datetime:
+    if not isinstance(value, datetime) or value.utcoffset() is None:
+        raise InvalidRecord(f"{name} must be a timezone-aware datetime")
+    return value.astimezone(UTC)
+
+
+def _storable_id(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value < _ID_LIMIT
+
+
+def _crl_lock_key(ca: str) -> int:
+    """The second advisory-lock key of a CRL series: 32 bits of a hash of its name."""
+    digest = hashlib.sha256(ca.encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(digest[:4], "big", signed=True)
+
+
+def _entity_values(entity: EndEntity) -> dict[str, Any]:
+    return {
+        "username": entity.username,
+        "code_hash": entity.code_hash,
+        "subject_dn": entity.subject_dn,
+        "ca": entity.ca,
+        "status": entity.status.value,
+        "created_at": entity.created_at,
+        "updated_at": entity.updated_at,
+    }
+
+
+_UPSERT_KEEPS = frozenset({"username", "created_at"})
+"""Columns of an existing end entity that an upsert leaves alone."""
+
+
+def _upsert_entity(dialect: str, entity: EndEntity) -> Executable:
+    """INSERT the end entity, or UPDATE the one of that username (atomic on both dialects)."""
+    values = _entity_values(entity)
+    if dialect == "postgresql":
+        pg = postgresql.insert(end_entities).values(values)
+        return pg.on_conflict_do_update(
+            index_elements=[end_entities.c.username],
+            set_={k: pg.excluded[k] for k in values if k not in _UPSERT_KEEPS},
+        )
+    lite = sqlite.insert(end_entities).values(values)
+    return lite.on_conflict_do_update(
+        index_elements=[end_entities.c.username],
+        set_={k: lite.excluded[k] for k in values if k not in _UPSERT_KEEPS},
+    )
+
+
+def _crl_from_row(row: RowMapping) -> CrlRecord:
+    return CrlRecord(
+        ca=row["ca"],
+        number=row["number"],
+        this_update=row["this_update"],
+        next_update=row["next_update"],
+        der=row["der"],
+        created_at=row["created_at"],
+    )
+
+
+_CRL_COLUMNS = [c for c in crls.c if c.name != "id"]
+
+
+def _pending_from_row(row: RowMapping) -> PendingRequest:
+    serial = row["issued_serial"]
+    return PendingRequest(
+        id=row["id"],
+        alias=row["alias"],
+        ca=row["ca"],
+        transaction_id=row["transaction_id"],
+        username=row["username"],
+        subject_dn=row["subject_dn"],
+        csr_der=row["csr_der"],
+        decision=row["decision"],
+        status=row["status"],
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        reason=row["reason"],
+        decided_at=row["decided_at"],
+        issued_serial=None if serial is None else _serial_from_text(serial),
+    )
+
+
+def _pending_values(request: PendingRequest) -> dict[str, Any]:
+    return {
+        "alias": request.alias,
+        "ca": request.ca,
+        "transaction_id": request.transaction_id,
+        "transaction_key": _transaction_key(request.transaction_id),
+        "username": request.username,
+        "subject_dn": request.subject_dn,
+        "csr_der": request.csr_der,
+        "decision": request.decision,
+        "status": request.status.value,
+        "created_at": request.created_at,
+        "expires_at": request.expires_at,
+        "reason": request.reason,
+        "decided_at": request.decided_at,
+        "issued_serial": (
+            None if request.issued_serial is None else _serial_text(request.issued_serial)
+        ),
+    }
+
+
+def _transaction_key(transaction_id: str) -> str:
+    """What pending requests are found by: the transactionID without case (EJBCA)."""
+    return transaction_id.lower()
+
+
+_PENDING_COLUMNS = [c for c in pending_requests.c if c.name != "transaction_key"]
+
 
 @asynccontextmanager
 async def _translated(action: str) -> AsyncIterator[None]:
@@ -129,7 +282,7 @@ async def _translated(action: str) -> AsyncIterator[None]:
 
 
 class Store:
-    """End entities and certificates. Create with :meth:`open`, end with :meth:`close`."""
+    """End entities, certificates, CRLs, pending requests. Create with :meth:`open`."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         """Wrap an engine whose database is migrated; use :meth:`open` instead."""
@@ -197,17 +350,7 @@ class Store:
         """Add an end entity; EntityExists if the username is taken."""
         async with self._writing(f"add end entity {entity.username!r}") as connection:
             try:
-                await connection.execute(
-                    insert(end_entities).values(
-                        username=entity.username,
-                        code_hash=entity.code_hash,
-                        subject_dn=entity.subject_dn,
-                        ca=entity.ca,
-                        status=entity.status.value,
-                        created_at=entity.created_at,
-                        updated_at=entity.updated_at,
-                    )
-                )
+                await connection.execute(insert(end_entities).values(_entity_values(entity)))
             except IntegrityError as exc:
                 if _is_unique_violation(exc):
                     raise EntityExists(entity.username) from exc
@@ -247,14 +390,30 @@ class Store:
     # Certificates
 
     async def record_issuance(
-        self, cert: CertificateRecord, *, claim_entity: str | None = None
+        self,
+        cert: CertificateRecord,
+        *,
+        claim_entity: str | None = None,
+        upsert_entity: EndEntity | None = None,
+        complete_pending: int | None = None,
     ) -> None:
-        """Record an issued certificate and, with ``claim_entity``, use up that end entity.
+        """Record an issued certificate, with what the issuance changes, in one transaction.
 
-        One transaction: the end entity moves from NEW or FAILED to GENERATED (else
-        EntityNotEnrollable) and the certificate is inserted (SerialCollision if its CA already
-        used the serial). Any failure leaves both tables as they were.
+        - ``claim_entity``: that end entity moves from NEW or FAILED to GENERATED (else
+          EntityNotEnrollable): its enrollment code is used up.
+        - ``upsert_entity`` (RA mode): that end entity is inserted, or the one of its username
+          gets its subject DN, CA, code hash, status and ``updated_at`` (``created_at`` stays).
+          Exclusive with ``claim_entity`` (InvalidRecord).
+        - ``complete_pending``: that pending request moves from APPROVED to ISSUED and names the
+          certificate's serial (else PendingNotApproved).
+
+        The certificate is inserted (SerialCollision if its CA already used the serial). Any
+        failure leaves every table as it was.
         """
+        if claim_entity is not None and upsert_entity is not None:
+            raise InvalidRecord("claim_entity and upsert_entity are mutually exclusive")
+        if upsert_entity is not None and not isinstance(upsert_entity, EndEntity):
+            raise InvalidRecord("upsert_entity must be an EndEntity")
         values = _certificate_values(cert)
         async with self._writing(f"record certificate {cert.serial:#x} of {cert.ca!r}") as conn:
             if claim_entity is not None:
@@ -271,12 +430,34 @@ class Store:
                         select(end_entities.c.status).where(end_entities.c.username == claim_entity)
                     )
                     raise EntityNotEnrollable(claim_entity, status)
+            if upsert_entity is not None:
+                await conn.execute(_upsert_entity(conn.dialect.name, upsert_entity))
+            if complete_pending is not None:
+                await self._complete_pending(conn, complete_pending, cert.serial)
             try:
                 await conn.execute(insert(certificates).values(values))
             except IntegrityError as exc:
                 if _is_unique_violation(exc):
                     raise SerialCollision(cert.ca, cert.serial) from exc
                 raise
+
+    @staticmethod
+    async def _complete_pending(conn: AsyncConnection, pending_id: int, serial: int) -> None:
+        if not _storable_id(pending_id):
+            raise PendingNotApproved(pending_id, None)
+        completed = await conn.execute(
+            update(pending_requests)
+            .where(
+                pending_requests.c.id == pending_id,
+                pending_requests.c.status == PendingStatus.APPROVED.value,
+            )
+            .values(status=PendingStatus.ISSUED.value, issued_serial=_serial_text(serial))
+        )
+        if completed.rowcount != 1:
+            status = await conn.scalar(
+                select(pending_requests.c.status).where(pending_requests.c.id == pending_id)
+            )
+            raise PendingNotApproved(pending_id, status)
 
     def _select_certificates(self) -> Select[Any]:
         return select(*_CERTIFICATE_COLUMNS)
@@ -314,18 +495,81 @@ class Store:
             row = (await connection.execute(query)).mappings().one_or_none()
         return None if row is None else _certificate_from_row(row)
 
-    async def list_certificates(self, *, username: str | None = None) -> list[CertificateRecord]:
-        """Certificates (of one end entity if ``username``), by issue time, then serial."""
+    async def list_certificates(
+        self, *, username: str | None = None, ca: str | None = None
+    ) -> list[CertificateRecord]:
+        """Certificates (of one end entity, of one CA), by issue time, then serial."""
         query = self._select_certificates().order_by(
-            certificates.c.issued_at,
-            # Hex text without leading zeros: shorter is smaller, then compare the digits.
-            func.length(certificates.c.serial),
-            certificates.c.serial,
-            certificates.c.id,
+            certificates.c.issued_at, *_BY_SERIAL, certificates.c.id
         )
         if username is not None:
             query = query.where(certificates.c.username == username)
+        if ca is not None:
+            query = query.where(certificates.c.ca == ca)
         async with self._reading("list certificates") as connection:
+            rows = (await connection.execute(query)).mappings().all()
+        return [_certificate_from_row(row) for row in rows]
+
+    async def latest_certificate(self, username: str, ca: str) -> CertificateRecord | None:
+        """The certificate that CA ``ca`` issued last to end entity ``username``, revoked or not."""
+        query = (
+            self._select_certificates()
+            .where(certificates.c.username == username, certificates.c.ca == ca)
+            .order_by(certificates.c.issued_at.desc(), certificates.c.id.desc())
+            .limit(1)
+        )
+        async with self._reading(f"latest certificate of {username!r}") as connection:
+            row = (await connection.execute(query)).mappings().one_or_none()
+        return None if row is None else _certificate_from_row(row)
+
+    async def find_certificate_by_serial(self, serial: int) -> list[CertificateRecord]:
+        """The certificates of that serial, from any CA (by CA name); empty if none."""
+        if not _storable_serial(serial):
+            return []
+        query = (
+            self._select_certificates()
+            .where(certificates.c.serial == _serial_text(serial))
+            .order_by(certificates.c.ca)
+        )
+        async with self._reading(f"find certificate {serial:#x}") as connection:
+            rows = (await connection.execute(query)).mappings().all()
+        return [_certificate_from_row(row) for row in rows]
+
+    async def revoke_certificate(
+        self, ca: str, serial: int, reason: str, at: datetime
+    ) -> CertificateRecord:
+        """Mark the certificate revoked at ``at`` for ``reason`` (an RFC 5280 CRLReason name).
+
+        NoSuchCertificate if CA ``ca`` did not issue ``serial``; AlreadyRevoked if it is revoked
+        (of two concurrent revocations exactly one succeeds). Returns the revoked record.
+        """
+        check_reason(reason)
+        at = _aware("at", at)
+        if not _storable_serial(serial):
+            raise NoSuchCertificate(ca, serial)
+        this = (certificates.c.ca == ca, certificates.c.serial == _serial_text(serial))
+        async with self._writing(f"revoke certificate {serial:#x} of {ca!r}") as connection:
+            revoked = await connection.execute(
+                update(certificates)
+                .where(*this, certificates.c.revoked_at.is_(None))
+                .values(revoked_at=at, revocation_reason=reason)
+            )
+            result = await connection.execute(self._select_certificates().where(*this))
+            row = result.mappings().one_or_none()
+            if row is None:
+                raise NoSuchCertificate(ca, serial)
+            if revoked.rowcount != 1:
+                raise AlreadyRevoked(ca, serial)
+        return _certificate_from_row(row)
+
+    async def revoked_certificates(self, ca: str) -> list[CertificateRecord]:
+        """Every revoked certificate of CA ``ca``, by revocation time, then serial."""
+        query = (
+            self._select_certificates()
+            .where(certificates.c.ca == ca, certificates.c.revoked_at.is_not(None))
+            .order_by(certificates.c.revoked_at, *_BY_SERIAL)
+        )
+        async with self._reading(f"revoked certificates of {ca!r}") as connection:
             rows = (await connection.execute(query)).mappings().all()
         return [_certificate_from_row(row) for row in rows]
 
@@ -334,6 +578,240 @@ class Store:
         async with self._reading("count certificates") as connection:
             count = await connection.scalar(select(func.count()).select_from(certificates))
         return int(count or 0)
+
+    # CRLs
+
+    async def publish_crl(
+        self,
+        ca: str,
+        *,
+        this_update: datetime,
+        next_update: datetime,
+        sign: Callable[[int], bytes],
+    ) -> CrlRecord:
+        """Number, sign and store the next CRL of the series ``ca``, in one transaction.
+
+        The number is one more than the highest stored (1 for the first); ``sign(number)``
+        returns the DER of the CRL. Should another replica commit that number first (a unique
+        violation), the next number is signed in a new transaction, up to
+        :data:`CRL_NUMBER_ATTEMPTS` numbers in all; then StoreError. On PostgreSQL an advisory
+        lock per series makes concurrent publishers wait for each other instead of clashing;
+        on SQLite ``BEGIN IMMEDIATE`` does the same.
+        """
+        this_update = _aware("this_update", this_update)
+        next_update = _aware("next_update", next_update)
+        if next_update < this_update:
+            raise InvalidRecord("next_update must not be before this_update")
+        for _ in range(CRL_NUMBER_ATTEMPTS):
+            try:
+                return await self._publish_crl_once(ca, this_update, next_update, sign)
+            except _CrlNumberTaken:
+                continue
+        raise StoreError(
+            "could not allocate a CRL number",
+            detail=f"CRL of {ca!r}: {CRL_NUMBER_ATTEMPTS} numbers in a row were taken",
+        )
+
+    async def _publish_crl_once(
+        self,
+        ca: str,
+        this_update: datetime,
+        next_update: datetime,
+        sign: Callable[[int], bytes],
+    ) -> CrlRecord:
+        async with self._writing(f"publish CRL of {ca!r}") as connection:
+            if connection.dialect.name == "postgresql":
+                await connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:class, :key)"),
+                    {"class": _POSTGRES_CRL_LOCK_CLASS, "key": _crl_lock_key(ca)},
+                )
+            highest = await connection.scalar(
+                select(func.max(crls.c.number)).where(crls.c.ca == ca)
+            )
+            number = 1 if highest is None else int(highest) + 1
+            record = CrlRecord(
+                ca=ca,
+                number=number,
+                this_update=this_update,
+                next_update=next_update,
+                der=sign(number),
+                created_at=datetime.now(UTC),
+            )
+            try:
+                await connection.execute(
+                    insert(crls).values(
+                        ca=record.ca,
+                        number=record.number,
+                        this_update=record.this_update,
+                        next_update=record.next_update,
+                        der=record.der,
+                        created_at=record.created_at,
+                    )
+                )
+            except IntegrityError as exc:
+                if _is_unique_violation(exc):
+                    raise _CrlNumberTaken from exc
+                raise
+        return record
+
+    async def latest_crl(self, ca: str) -> CrlRecord | None:
+        """The CRL of the series ``ca`` with the highest number, or None."""
+        query = select(*_CRL_COLUMNS).where(crls.c.ca == ca).order_by(crls.c.number.desc()).limit(1)
+        async with self._reading(f"latest CRL of {ca!r}") as connection:
+            row = (await connection.execute(query)).mappings().one_or_none()
+        return None if row is None else _crl_from_row(row)
+
+    # Pending requests
+
+    async def add_pending(self, request: PendingRequest) -> PendingRequest:
+        """Store a request that waits for approval; returns it with its id.
+
+        PendingExists if the alias has a request with that transactionID (exact case).
+        """
+        if request.id is not None:
+            raise InvalidRecord("the store gives a pending request its id")
+        action = f"add pending request {request.transaction_id!r} of {request.alias!r}"
+        async with self._writing(action) as connection:
+            try:
+                result = await connection.execute(
+                    insert(pending_requests).values(_pending_values(request))
+                )
+            except IntegrityError as exc:
+                if _is_unique_violation(exc):
+                    raise PendingExists(request.alias, request.transaction_id) from exc
+                raise
+            (new_id,) = result.inserted_primary_key or (None,)
+        if new_id is None:  # pragma: no cover - both drivers report the id
+            raise StoreError("internal store error", detail=f"{action}: no id")
+        return replace(request, id=int(new_id))
+
+    def _select_pending(self) -> Select[Any]:
+        return select(*_PENDING_COLUMNS)
+
+    async def get_pending(self, pending_id: int) -> PendingRequest | None:
+        """The pending request of that id, or None."""
+        if not _storable_id(pending_id):
+            return None
+        query = self._select_pending().where(pending_requests.c.id == pending_id)
+        async with self._reading(f"get pending request {pending_id}") as connection:
+            row = (await connection.execute(query)).mappings().one_or_none()
+        return None if row is None else _pending_from_row(row)
+
+    async def find_pending(self, alias: str, transaction_id: str) -> PendingRequest | None:
+        """The request of that transactionID on the alias, whatever its case (EJBCA).
+
+        Should two requests differ only in the case of their transactionID, the exact match
+        wins, then the older one.
+        """
+        query = (
+            self._select_pending()
+            .where(
+                pending_requests.c.alias == alias,
+                pending_requests.c.transaction_key == _transaction_key(transaction_id),
+            )
+            .order_by(
+                case((pending_requests.c.transaction_id == transaction_id, 0), else_=1),
+                pending_requests.c.id,
+            )
+            .limit(1)
+        )
+        async with self._reading(f"find pending request {transaction_id!r}") as connection:
+            row = (await connection.execute(query)).mappings().one_or_none()
+        return None if row is None else _pending_from_row(row)
+
+    async def find_approved(self, alias: str, username: str) -> PendingRequest | None:
+        """The newest request of the end entity on the alias that is approved but not issued."""
+        query = (
+            self._select_pending()
+            .where(
+                pending_requests.c.alias == alias,
+                pending_requests.c.username == username,
+                pending_requests.c.status == PendingStatus.APPROVED.value,
+            )
+            .order_by(pending_requests.c.created_at.desc(), pending_requests.c.id.desc())
+            .limit(1)
+        )
+        async with self._reading(f"find approved request of {username!r}") as connection:
+            row = (await connection.execute(query)).mappings().one_or_none()
+        return None if row is None else _pending_from_row(row)
+
+    async def list_pending(self, *, status: PendingStatus | None = None) -> list[PendingRequest]:
+        """Pending requests (of one status), oldest first."""
+        query = self._select_pending().order_by(
+            pending_requests.c.created_at, pending_requests.c.id
+        )
+        if status is not None:
+            try:
+                wanted = PendingStatus(status)
+            except ValueError:
+                raise InvalidRecord(f"unknown pending request status {status!r}") from None
+            query = query.where(pending_requests.c.status == wanted.value)
+        async with self._reading("list pending requests") as connection:
+            rows = (await connection.execute(query)).mappings().all()
+        return [_pending_from_row(row) for row in rows]
+
+    async def decide_pending(
+        self, pending_id: int, *, approve: bool, reason: str | None, now: datetime
+    ) -> PendingRequest:
+        """Approve or reject a request that is pending and not expired; returns it decided.
+
+        NoSuchPending if there is none of that id. PendingNotDecidable if it is not pending
+        (of two concurrent decisions exactly one succeeds) or if ``now`` is at or past its
+        ``expires_at``: then it is marked expired (and that is committed) first.
+        """
+        now = _aware("now", now)
+        if reason is not None and not isinstance(reason, str):
+            raise InvalidRecord(f"reason must be a string, not {type(reason).__name__}")
+        if not _storable_id(pending_id):
+            raise NoSuchPending(pending_id)
+        status = PendingStatus.APPROVED if approve else PendingStatus.REJECTED
+        this = pending_requests.c.id == pending_id
+        still_pending = pending_requests.c.status == PendingStatus.PENDING.value
+        refusal: StoreError | None = None
+        async with self._writing(f"decide pending request {pending_id}") as connection:
+            decided = await connection.execute(
+                update(pending_requests)
+                .where(this, still_pending, pending_requests.c.expires_at > now)
+                .values(status=status.value, reason=reason, decided_at=now)
+            )
+            row = (
+                (await connection.execute(self._select_pending().where(this)))
+                .mappings()
+                .one_or_none()
+            )
+            if row is None:
+                raise NoSuchPending(pending_id)
+            if decided.rowcount != 1:
+                current = row["status"]
+                if current == PendingStatus.PENDING.value:
+                    # Past its expiry: say so for good, then refuse (after the commit).
+                    await connection.execute(
+                        update(pending_requests)
+                        .where(this, still_pending)
+                        .values(status=PendingStatus.EXPIRED.value)
+                    )
+                    current = PendingStatus.EXPIRED.value
+                refusal = PendingNotDecidable(pending_id, current)
+        if refusal is not None:
+            raise refusal
+        return _pending_from_row(row)
+
+    async def expire_pending(self, now: datetime) -> int:
+        """Mark every pending request whose ``expires_at`` is not after ``now`` as expired.
+
+        Returns how many were marked.
+        """
+        now = _aware("now", now)
+        async with self._writing("expire pending requests") as connection:
+            result = await connection.execute(
+                update(pending_requests)
+                .where(
+                    pending_requests.c.status == PendingStatus.PENDING.value,
+                    pending_requests.c.expires_at <= now,
+                )
+                .values(status=PendingStatus.EXPIRED.value)
+            )
+        return int(result.rowcount)
 
 
 def _storable_serial(serial: int) -> bool:

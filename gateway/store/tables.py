@@ -1,5 +1,8 @@
 """SQLAlchemy Core tables. Alembic migrations in ``migrations/versions`` create them.
 
+Change a table here and add a migration (never edit an applied one); the store tests compare
+the two.
+
 Strings are ``Text`` on both dialects (PostgreSQL would enforce a ``VARCHAR(n)`` that SQLite
 ignores). Serial numbers are lowercase hexadecimal text without leading zeros, so that 160-bit
 values fit and compare the same on both dialects.
@@ -93,7 +96,7 @@ certificates = Table(
     Column("subject_dn", Text, nullable=False),
     Column("issuer_dn", Text, nullable=False),
     # No foreign key: end entities may be deleted while their certificates stay.
-    Column("username", Text, nullable=True, index=True),
+    Column("username", Text, nullable=True),
     Column("transaction_id", Text, nullable=False, index=True),
     Column("not_before", UTCDateTime, nullable=False),
     Column("not_after", UTCDateTime, nullable=False),
@@ -103,4 +106,61 @@ certificates = Table(
     Column("revocation_reason", Text, nullable=True),
     UniqueConstraint("ca", "serial", name="uq_certificates_ca_serial"),
     Index("ix_certificates_issuer_dn_serial", "issuer_dn", "serial"),
+    # Also serves look-ups by username alone (it replaced ix_certificates_username).
+    Index("ix_certificates_username_ca", "username", "ca"),
+)
+
+crls = Table(
+    "crls",
+    metadata,
+    Column(
+        "id",
+        BigInteger().with_variant(Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    # The CRL series; any text (the gateway names a CA key).
+    Column("ca", Text, nullable=False),
+    Column("number", BigInteger, nullable=False),
+    Column("this_update", UTCDateTime, nullable=False),
+    Column("next_update", UTCDateTime, nullable=False),
+    Column("der", LargeBinary, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    # Two replicas publishing at once cannot both use a number.
+    UniqueConstraint("ca", "number", name="uq_crls_ca_number"),
+    CheckConstraint("number > 0", name="number"),
+)
+
+pending_requests = Table(
+    "pending_requests",
+    metadata,
+    Column(
+        "id",
+        BigInteger().with_variant(Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    Column("alias", Text, nullable=False),
+    Column("ca", Text, nullable=False),
+    Column("transaction_id", Text, nullable=False),
+    # transaction_id in lower case, to find it case-insensitively through an index on
+    # both dialects (SQLite cannot reflect an index on lower(transaction_id)).
+    Column("transaction_key", Text, nullable=False),
+    Column("username", Text, nullable=True),
+    Column("subject_dn", Text, nullable=False),
+    Column("csr_der", LargeBinary, nullable=False),
+    Column("decision", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("decided_at", UTCDateTime, nullable=True),
+    Column("issued_serial", Text, nullable=True),
+    UniqueConstraint("alias", "transaction_id", name="uq_pending_requests_alias_transaction_id"),
+    CheckConstraint(
+        "status IN ('pending', 'approved', 'rejected', 'expired', 'issued')", name="status"
+    ),
+    Index("ix_pending_requests_alias_transaction_key", "alias", "transaction_key"),
+    Index("ix_pending_requests_alias_username", "alias", "username"),
+    Index("ix_pending_requests_status_expires_at", "status", "expires_at"),
 )

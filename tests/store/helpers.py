@@ -15,7 +15,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from gateway.store import CertificateRecord, EndEntity, EntityStatus
+from gateway.store import (
+    CertificateRecord,
+    EndEntity,
+    EntityStatus,
+    PendingRequest,
+    PendingStatus,
+)
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "SCEP_GATEWAY_TEST_POSTGRES", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -27,6 +33,7 @@ T0 = datetime(2025, 3, 4, 5, 6, 7, 891011, tzinfo=UTC)
 
 CA = "main-ca"
 ISSUER_DN = "CN=Main CA,O=Example"
+ALIAS = "scep"
 
 
 def make_entity(
@@ -67,6 +74,29 @@ def make_certificate(
         not_after=issued_at + timedelta(days=365),
         der=b"\x30\x82\x01\x00\x00\xff" + f"{serial:x}".encode() + b"\x00\xff" * 8,
         issued_at=issued_at,
+    )
+
+
+def make_pending(
+    transaction_id: str = "tx-1",
+    *,
+    alias: str = ALIAS,
+    username: str | None = "device-1",
+    status: PendingStatus = PendingStatus.PENDING,
+    created_at: datetime = T0,
+    lifetime: timedelta = timedelta(hours=8),
+) -> PendingRequest:
+    return PendingRequest(
+        alias=alias,
+        ca=CA,
+        transaction_id=transaction_id,
+        username=username,
+        subject_dn=f"CN={username or 'anonymous'},O=Example",
+        csr_der=b"\x30\x82\x02\x00" + transaction_id.encode() + b"\x00\xff" * 4,
+        decision=f'{{"transaction": "{transaction_id}", "sans": [["dns", "a.example"]]}}',
+        status=status,
+        created_at=created_at,
+        expires_at=created_at + lifetime,
     )
 
 

@@ -11,7 +11,14 @@ from sqlalchemy.engine import make_url
 from gateway.errors import StoreError
 from gateway.store import Store
 
-from .helpers import POSTGRES_ADMIN_URL, T0, make_certificate, make_entity, raw_engine
+from .helpers import (
+    POSTGRES_ADMIN_URL,
+    T0,
+    make_certificate,
+    make_entity,
+    make_pending,
+    raw_engine,
+)
 
 
 async def test_ping_answers(store: Store) -> None:
@@ -33,6 +40,16 @@ async def test_closed_store_raises_store_error(database_url: str) -> None:
         await store.record_issuance(make_certificate(1))
     with pytest.raises(StoreError):
         await store.reset_end_entity("device-1", "h", T0)
+    with pytest.raises(StoreError):
+        await store.revoke_certificate("ca", 1, "superseded", T0)
+    with pytest.raises(StoreError):
+        await store.publish_crl("ca", this_update=T0, next_update=T0, sign=lambda n: b"")
+    with pytest.raises(StoreError):
+        await store.latest_crl("ca")
+    with pytest.raises(StoreError):
+        await store.add_pending(make_pending())
+    with pytest.raises(StoreError):
+        await store.expire_pending(T0)
 
 
 async def test_unreachable_postgres_raises_store_error() -> None:
@@ -68,3 +85,7 @@ async def test_ping_raises_store_error_once_the_database_is_gone(postgres_url: s
             await store.ping()
         with pytest.raises(StoreError):
             await store.list_certificates()
+        with pytest.raises(StoreError):
+            await store.publish_crl("ca", this_update=T0, next_update=T0, sign=lambda n: b"")
+        with pytest.raises(StoreError):
+            await store.list_pending()
