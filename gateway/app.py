@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from quart import Quart, Response
@@ -17,6 +18,7 @@ from gateway.http.routes import Services, raw_response, scep
 from gateway.metrics import Metrics
 from gateway.registry import Snapshot
 from gateway.reload import Reloader
+from gateway.revocation import CrlPublisher
 from gateway.settings import Settings
 from gateway.store import Store
 
@@ -34,7 +36,8 @@ def load_snapshot(settings: Settings) -> Snapshot:
     return assembly.assemble(config, settings.data_dir)
 
 
-def create_app(settings: Settings) -> Quart:
+def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> Quart:
+    """The app. ``clock`` is the only source of "now" for requests (tests pass their own)."""
     app = Quart(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.register_blueprint(scep)
@@ -47,14 +50,28 @@ def create_app(settings: Settings) -> Quart:
     @app.before_serving
     async def start() -> None:
         store = await Store.open(settings.database)
-        enrollment = Enrollment(store, clock=utc_now, random=os.urandom, metrics=metrics)
+        enrollment = Enrollment(store, clock=clock, random=os.urandom, metrics=metrics)
+        crls = CrlPublisher(store, clock)
         app.config["SERVICES"] = Services(
-            reloader, enrollment, store, settings.max_url_bytes, metrics
+            reloader=reloader,
+            enrollment=enrollment,
+            store=store,
+            max_url=settings.max_url_bytes,
+            metrics=metrics,
+            crls=crls,
+            clock=clock,
         )
         if settings.watch_config:
             tasks.append(
-                asyncio.create_task(reloader.watch(str(settings.config_dir), stop_watching))
+                asyncio.create_task(
+                    reloader.watch(settings.config_dir, settings.data_dir, stop_watching)
+                )
             )
+            # One loop step lets the watcher task create its OS watch: an edit made once
+            # we are serving is never missed.
+            await asyncio.sleep(0)
+        if settings.refresh_crls:
+            tasks.append(asyncio.create_task(crls.refresh_forever(reloader.current, stop_watching)))
         log.info("serving aliases %s", ", ".join(sorted(reloader.current().aliases)))
 
     @app.after_serving

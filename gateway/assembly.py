@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
+import string
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +25,7 @@ from gateway.keys.files import (
     read_file,
 )
 from gateway.policy import pipeline as policy_pipeline
-from gateway.registry import AliasRuntime, CaRuntime, ScepKeys, Snapshot, capabilities_for
+from gateway.registry import AliasRuntime, CaRuntime, ScepKeys, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,30 @@ def build_ca(data_dir: Path, cfg: CaConfig, *, in_memory: bool = False) -> CaRun
         chain=tuple(chain),
         ra_signer=ra_signer,
         ra_encrypter=ra_encrypter,
+        crl=cfg.crl,
+        next=_next_generation(data_dir, cfg),
+    )
+
+
+def _next_generation(data_dir: Path, cfg: CaConfig) -> CaRuntime | None:
+    """The rollover generation, once `scep-gateway ca rollover` has written it."""
+    rollover = cfg.rollover
+    if rollover is None or _missing(data_dir, KeyPairConfig(rollover.certificate, rollover.key)):
+        return None
+    pair = _pair(
+        data_dir, KeyPairConfig(rollover.certificate, rollover.key), cfg.source, "$.rollover"
+    )
+    signer = encrypter = None
+    if rollover.signer is not None and rollover.encrypter is not None:
+        signer = _pair(data_dir, rollover.signer, cfg.source, "$.rollover.ra.signer")
+        encrypter = _pair(data_dir, rollover.encrypter, cfg.source, "$.rollover.ra.encrypter")
+    return CaRuntime(
+        name=cfg.name,
+        issuer=LocalCA(name=cfg.name, key_pair=pair, digest=cfg.digest),
+        chain=(),
+        ra_signer=signer,
+        ra_encrypter=encrypter,
+        crl=cfg.crl,
     )
 
 
@@ -87,12 +113,20 @@ def _keys(alias: AliasConfig, ca: CaRuntime) -> ScepKeys:
     return ScepKeys(ca=ca, signer=ca.issuer.key_pair, decrypter=ca.issuer.key_pair)
 
 
-def secret_reader(data_dir: Path, source: str) -> Callable[[SecretRef, str], bytes]:
-    """Resolve ``{file: ...}`` / ``{env: ...}`` secrets, reporting problems against ``source``."""
+def secret_reader(
+    data_dir: Path, source: str, *, in_memory: bool = False
+) -> Callable[[SecretRef, str], bytes]:
+    """Resolve ``{file: ...}`` / ``{env: ...}`` secrets, reporting problems against ``source``.
+
+    ``in_memory``: a missing file that first start would generate stands in as a random value.
+    """
 
     def read(ref: SecretRef, where: str) -> bytes:
         try:
-            if ref.file is not None:
+            if ref.file is not None and in_memory and ref.generate:
+                path = data_path(data_dir, ref.file)
+                value = path.read_bytes() if path.exists() else secrets.token_hex(12).encode()
+            elif ref.file is not None:
                 value = read_file(data_path(data_dir, ref.file))
             else:
                 env = os.environ.get(ref.env or "")
@@ -111,7 +145,12 @@ def secret_reader(data_dir: Path, source: str) -> Callable[[SecretRef, str], byt
 
 
 def build_alias(
-    alias: AliasConfig, config: Config, cas: dict[str, CaRuntime], data_dir: Path
+    alias: AliasConfig,
+    config: Config,
+    cas: dict[str, CaRuntime],
+    data_dir: Path,
+    *,
+    in_memory: bool = False,
 ) -> AliasRuntime:
     names = [n for n in (alias.ca, *alias.cas) if n is not None]
     certificate_profile = config.certificate_profiles[alias.certificate_profile]
@@ -120,15 +159,14 @@ def build_alias(
             alias=alias,
             certificate_profile=certificate_profile,
             end_entity_profile=config.end_entity_profiles[alias.end_entity_profile],
-            secret=secret_reader(data_dir, alias.source),
+            secret=secret_reader(data_dir, alias.source, in_memory=in_memory),
         )
     )
     return AliasRuntime(
         config=alias,
         own_ca=cas[alias.ca] if alias.ca else None,
         cas={n: cas[n] for n in names},
-        keys=tuple(_keys(alias, cas[n]) for n in names),
-        capabilities=capabilities_for(alias),
+        keys=tuple(_keys(alias, generation) for n in names for generation in cas[n].generations),
         pipeline=pipeline,
         certificate_profile=certificate_profile,
     )
@@ -148,7 +186,7 @@ def assemble(config: Config, data_dir: Path, *, in_memory: bool = False) -> Snap
     aliases = {}
     for name, alias in config.aliases.items():
         try:
-            aliases[name] = build_alias(alias, config, cas, data_dir)
+            aliases[name] = build_alias(alias, config, cas, data_dir, in_memory=in_memory)
         except ConfigError as exc:
             issues.extend(exc.issues)
     if issues:
@@ -156,8 +194,26 @@ def assemble(config: Config, data_dir: Path, *, in_memory: bool = False) -> Snap
     return Snapshot(aliases=aliases, cas=cas)
 
 
+def _generate_secrets(config: Config, data_dir: Path) -> None:
+    for alias in config.aliases.values():
+        refs = [alias.ra.secret] + [
+            p.parameters.get("secret") for ps in alias.policies.values() for p in ps
+        ]
+        for ref in refs:
+            if isinstance(ref, SecretRef) and ref.generate and ref.file:
+                path = data_path(data_dir, ref.file)
+                if not path.exists():
+                    # REQ-03: letters and digits only, so Windows clients accept it.
+                    alphabet = string.ascii_letters + string.digits
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.touch(mode=0o600)
+                    path.write_text("".join(secrets.choice(alphabet) for _ in range(24)) + "\n")
+                    log.info("created secret file %s for alias %s", path, alias.name)
+
+
 def prepare(config: Config, data_dir: Path, *, now: datetime) -> None:
-    """First start: create the CAs and RA pairs the config asks for; later starts reuse them."""
+    """First start: create the CAs, RA pairs and secret files the config asks for."""
+    _generate_secrets(config, data_dir)
     for cfg in config.cas.values():
         own = KeyPairConfig(cfg.certificate, cfg.key)
         if cfg.create is not None and _missing(data_dir, own):

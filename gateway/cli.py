@@ -12,6 +12,7 @@ import signal
 import string
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
@@ -19,12 +20,16 @@ from cryptography import x509
 from gateway import assembly
 from gateway.app import create_app, utc_now
 from gateway.ca import bootstrap
+from gateway.ca.crl import REASONS
+from gateway.ca.local import LocalCA
 from gateway.config import loader
+from gateway.config.model import KeyPairConfig
 from gateway.errors import ConfigError, GatewayError
 from gateway.policy.codes import hash_code
 from gateway.registry import Snapshot
+from gateway.revocation import CrlPublisher
 from gateway.settings import Settings
-from gateway.store import EndEntity, EntityStatus, Store
+from gateway.store import EndEntity, EntityStatus, PendingStatus, Store
 
 # REQ-03: generated codes stay inside PrintableString, or the Windows client refuses them.
 _CODE_ALPHABET = string.ascii_letters + string.digits
@@ -119,6 +124,45 @@ def cmd_ca_issue_ra(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ca_rollover(args: argparse.Namespace) -> int:
+    """Create the next CA key and certificate (and RA pair), active from --activate-at."""
+    settings = _settings(args)
+    config = loader.load(settings.config_dir)
+    cfg = config.cas.get(args.ca)
+    if cfg is None:
+        return _fail(f"unknown CA {args.ca!r}")
+    if cfg.rollover is None or cfg.rollover.key.file is None:
+        return _fail(f"CA {args.ca!r} has no `rollover` section with a key file in {cfg.source}")
+    now = utc_now()
+    activate = (
+        datetime.fromisoformat(args.activate_at).astimezone(UTC)
+        if args.activate_at
+        else now + timedelta(hours=args.in_hours)
+    )
+    assembly.prepare(config, settings.data_dir, now=now)
+    runtime = assembly.build_ca(settings.data_dir, cfg)
+    if runtime.upcoming(now) is not None and not args.force:
+        return _fail(
+            "a rollover certificate is already waiting for activation (--force replaces it)"
+        )
+    try:
+        pair = bootstrap.new_rollover(runtime.at(now).issuer, activate_at=activate)
+    except ValueError as exc:
+        return _fail(str(exc))
+    rollover = cfg.rollover
+    bootstrap.write_pair(settings.data_dir, KeyPairConfig(rollover.certificate, rollover.key), pair)
+    if rollover.signer is not None and rollover.encrypter is not None and cfg.ra is not None:
+        signer, encrypter = bootstrap.new_ra(cfg, LocalCA(cfg.name, pair, cfg.digest), now=activate)
+        bootstrap.write_pair(settings.data_dir, rollover.signer, signer)
+        bootstrap.write_pair(settings.data_dir, rollover.encrypter, encrypter)
+    print(
+        f"next {args.ca} certificate {pair.certificate.serial_number:x} activates "
+        f"{activate:%Y-%m-%d %H:%M}Z; GetNextCACert serves it until then "
+        "(a running server picks it up by itself)"
+    )
+    return 0
+
+
 async def _with_store(settings: Settings, action: object) -> int:
     store = await Store.open(settings.database)
     try:
@@ -192,6 +236,92 @@ def cmd_entity(args: argparse.Namespace) -> int:
     return asyncio.run(_with_store(settings, action))
 
 
+def _snapshot(settings: Settings) -> Snapshot:
+    config = loader.load(settings.config_dir)
+    assembly.prepare(config, settings.data_dir, now=utc_now())
+    return assembly.assemble(config, settings.data_dir)
+
+
+def cmd_approvals(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+
+    async def action(store: Store) -> int:
+        now = utc_now()
+        if args.approvals_command == "list":
+            await store.expire_pending(now)
+            status = None if args.all else PendingStatus.PENDING
+            for p in await store.list_pending(status=status):
+                print(
+                    f"{p.id}\t{p.status}\t{p.alias}\t{p.username or '-'}\t{p.subject_dn}\t"
+                    f"transaction={p.transaction_id}\tcreated={p.created_at:%Y-%m-%d %H:%M}Z\t"
+                    f"expires={p.expires_at:%Y-%m-%d %H:%M}Z"
+                    + (f"\treason={p.reason}" if p.reason else "")
+                )
+            return 0
+        approve = args.approvals_command == "approve"
+        decided = await store.decide_pending(args.id, approve=approve, reason=args.reason, now=now)
+        verb = "approved" if approve else "rejected"
+        print(
+            f"{verb} request {decided.id} ({decided.subject_dn}); "
+            "the client gets the answer on its next poll"
+        )
+        return 0
+
+    return asyncio.run(_with_store(settings, action))
+
+
+def cmd_cert(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+
+    async def action(store: Store) -> int:
+        if args.cert_command == "list":
+            for c in await store.list_certificates(username=args.entity, ca=args.ca):
+                state = (
+                    f"revoked {c.revoked_at:%Y-%m-%d}Z {c.revocation_reason}"
+                    if c.revoked_at
+                    else "valid"
+                )
+                print(
+                    f"{c.serial:x}\t{c.ca}\t{c.username or '-'}\t{c.subject_dn}\t"
+                    f"{c.not_after:%Y-%m-%d}Z\t{state}"
+                )
+            return 0
+        serial = int(args.serial, 16)
+        matches = await store.find_certificate_by_serial(serial)
+        if args.ca:
+            matches = [m for m in matches if m.ca == args.ca]
+        if not matches:
+            return _fail(f"no certificate with serial {args.serial}")
+        if len(matches) > 1:
+            return _fail("several CAs issued that serial; name one with --ca")
+        snapshot = _snapshot(settings)
+        ca = snapshot.cas.get(matches[0].ca)
+        if ca is None:
+            return _fail(f"CA {matches[0].ca!r} is not in the configuration")
+        record, crl = await CrlPublisher(store, utc_now).revoke(ca, serial, args.reason)
+        print(
+            f"revoked {record.serial:x} ({record.subject_dn}): {args.reason}; "
+            f"CRL {crl.number} published"
+        )
+        return 0
+
+    return asyncio.run(_with_store(settings, action))
+
+
+def cmd_crl(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+
+    async def action(store: Store) -> int:
+        ca = _snapshot(settings).cas.get(args.ca)
+        if ca is None:
+            return _fail(f"unknown CA {args.ca!r}")
+        record = await CrlPublisher(store, utc_now).publish(ca)
+        print(f"CRL {record.number} of {args.ca}, next update {record.next_update:%Y-%m-%d %H:%M}Z")
+        return 0
+
+    return asyncio.run(_with_store(settings, action))
+
+
 def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -229,6 +359,15 @@ def parser() -> argparse.ArgumentParser:
     )
     issue_ra.add_argument("ca")
     issue_ra.set_defaults(func=cmd_ca_issue_ra)
+    rollover = ca_sub.add_parser(
+        "rollover", parents=[common], help="create the next CA certificate (GetNextCACert)"
+    )
+    rollover.add_argument("ca")
+    when = rollover.add_mutually_exclusive_group()
+    when.add_argument("--activate-at", help="ISO 8601 time the new CA takes over")
+    when.add_argument("--in-hours", type=float, default=24.0, help="takes over after (default 24)")
+    rollover.add_argument("--force", action="store_true", help="replace a waiting rollover")
+    rollover.set_defaults(func=cmd_ca_rollover)
 
     entity = sub.add_parser("entity", help="end entities for CA mode")
     ent_sub = entity.add_subparsers(dest="entity_command", required=True)
@@ -250,7 +389,42 @@ def parser() -> argparse.ArgumentParser:
     show = ent_sub.add_parser("show", parents=[common], help="show one end entity")
     show.add_argument("username")
     show.set_defaults(func=cmd_entity)
+    _operations_parsers(sub, common)
     return top
+
+
+def _operations_parsers(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    """approvals, cert and crl: what an operator does day to day."""
+    approvals = sub.add_parser("approvals", help="requests waiting for approval")
+    appr_sub = approvals.add_subparsers(dest="approvals_command", required=True)
+    appr_list = appr_sub.add_parser("list", parents=[common], help="list pending requests")
+    appr_list.add_argument("--all", action="store_true", help="also decided and expired ones")
+    appr_list.set_defaults(func=cmd_approvals)
+    for name in ("approve", "reject"):
+        p = appr_sub.add_parser(name, parents=[common], help=f"{name} a pending request")
+        p.add_argument("id", type=int)
+        p.add_argument("--reason", help="recorded with the decision (a rejected client sees it)")
+        p.set_defaults(func=cmd_approvals)
+
+    cert = sub.add_parser("cert", help="issued certificates")
+    cert_sub = cert.add_subparsers(dest="cert_command", required=True)
+    cert_list = cert_sub.add_parser("list", parents=[common], help="list certificates")
+    cert_list.add_argument("--entity", help="only this end entity's")
+    cert_list.add_argument("--ca", help="only this CA's")
+    cert_list.set_defaults(func=cmd_cert)
+    revoke = cert_sub.add_parser("revoke", parents=[common], help="revoke and publish a CRL")
+    revoke.add_argument("serial", help="serial number in hex, as `cert list` shows it")
+    revoke.add_argument("--reason", default="unspecified", choices=sorted(REASONS))
+    revoke.add_argument("--ca", help="the issuing CA, if several issued that serial")
+    revoke.set_defaults(func=cmd_cert)
+
+    crl = sub.add_parser("crl", help="certificate revocation lists")
+    crl_sub = crl.add_subparsers(dest="crl_command", required=True)
+    publish = crl_sub.add_parser("publish", parents=[common], help="sign a new CRL now")
+    publish.add_argument("ca")
+    publish.set_defaults(func=cmd_crl)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from asn1crypto import x509 as asn1_x509
@@ -13,16 +13,26 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from gateway.ca.crl import issued_by
 from gateway.ca.profile import issue_request
 from gateway.errors import FailInfo, ScepFailure
 from gateway.metrics import Metrics
+from gateway.policy.approval import decode_decision
 from gateway.policy.context import EnrollmentContext, Pending, PolicyEnv
 from gateway.registry import AliasRuntime, ScepKeys
+from gateway.revocation import CrlPublisher
+from gateway.scep import csr as scep_csr
 from gateway.scep import decode, encode
 from gateway.scep.crypto import DIGESTS, RESPONSE_CIPHER
 from gateway.scep.csr import load_name
 from gateway.scep.messages import MessageType, PkiRequest, ReplyTo, SignedMessage
-from gateway.store import CertificateRecord, EntityNotEnrollable, SerialCollision, Store
+from gateway.store import (
+    CertificateRecord,
+    EntityNotEnrollable,
+    PendingStatus,
+    SerialCollision,
+    Store,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +63,7 @@ class Enrollment:
         self._random = random
         self._serials = serials
         self._env = PolicyEnv(store=store, clock=clock, random=random)
+        self._crls = CrlPublisher(store, clock)
 
     async def pki_operation(self, alias: AliasRuntime, body: bytes) -> Answer:
         # Unparseable: nobody to answer to, MalformedRequest -> HTTP 400 at the edge.
@@ -63,7 +74,7 @@ class Enrollment:
             request = await asyncio.to_thread(
                 decode.open_request, message, [k.decrypter for k in alias.keys]
             )
-            keys = alias.keys[request.recipient_index]
+            keys = alias.issuer_for(alias.keys[request.recipient_index], self._clock())
             self._check_time(alias, request)
             return await self._dispatch(alias, keys, request, reply)
         except ScepFailure as failure:
@@ -121,11 +132,8 @@ class Enrollment:
         if kind is MessageType.GET_CERT:
             return await self._get_cert(alias, keys, request, reply)
         if kind is MessageType.CERT_POLL:
-            # POLL-01: nothing is pending in CA mode; a poll for an unknown request is refused.
-            raise ScepFailure(FailInfo.BAD_CERT_ID, "no pending request with this transactionID")
-        raise ScepFailure(
-            FailInfo.BAD_REQUEST, "GetCRL is not offered here; use the CRL distribution point"
-        )
+            return await self._poll(alias, keys, request, reply)
+        return await self._get_crl(alias, keys, request, reply)
 
     async def _signer_record(self, request: PkiRequest) -> CertificateRecord | None:
         """The certificate we issued that signed this request (a renewal candidate), if any."""
@@ -149,12 +157,64 @@ class Enrollment:
         )
         outcome = await alias.pipeline.run(ctx, self._env)
         if isinstance(outcome, Pending):
+            log.info(
+                "PENDING alias=%s transaction=%s: %s",
+                alias.name,
+                request.transaction_id,
+                outcome.reason,
+            )
             return self._answer_pending(keys, reply)
-        issued = await self._issue(alias, keys, outcome)
+        return await self._issue_and_answer(alias, keys, outcome, reply)
+
+    async def _issue_and_answer(
+        self, alias: AliasRuntime, keys: ScepKeys, ctx: EnrollmentContext, reply: ReplyTo
+    ) -> Answer:
+        issued = await self._issue(alias, keys, ctx)
         chain = [issued]
         if alias.config.include_ca_certificate:
             chain.append(keys.ca.certificate)
-        return await self._success(alias, keys, request, reply, chain)
+        return await self._success(alias, keys, ctx.request, reply, chain)
+
+    async def _poll(
+        self, alias: AliasRuntime, keys: ScepKeys, request: PkiRequest, reply: ReplyTo
+    ) -> Answer:
+        """CertPoll (GetCertInitial): RFC 8894 3.3.3, EJBCA's state machine (POLL-02)."""
+        pending = await self._store.find_pending(alias.name, request.transaction_id)
+        if pending is None:
+            # POLL-01: a poll without a matching request MUST be rejected.
+            raise ScepFailure(FailInfo.BAD_CERT_ID, "no request with this transactionID")
+        now = self._clock()
+        status = pending.status
+        if status is PendingStatus.PENDING and now >= pending.expires_at:
+            status = PendingStatus.EXPIRED
+        if status is PendingStatus.PENDING:
+            return self._answer_pending(keys, reply)
+        if status in (PendingStatus.REJECTED, PendingStatus.EXPIRED):
+            why = (
+                f": {pending.reason}" if status is PendingStatus.REJECTED and pending.reason else ""
+            )
+            raise ScepFailure(
+                FailInfo.BAD_REQUEST,
+                f"the request was {status.value}{why}",
+                detail=f"pending request {pending.id}",
+            )
+        if status is PendingStatus.ISSUED and pending.issued_serial is not None:
+            # A resync after a lost answer (RFC 8894 5.2): the same certificate again.
+            record = await self._store.get_certificate(pending.ca, pending.issued_serial)
+            if record is not None:
+                cert = x509.load_der_x509_certificate(record.der)
+                return await self._success(alias, keys, request, reply, [cert])
+        csr = scep_csr.parse(pending.csr_der)
+        base = EnrollmentContext(
+            alias=alias.name,
+            ca=pending.ca,
+            request=replace(request, csr=csr),
+            now=now,
+            pending_id=pending.id,
+        )
+        return await self._issue_and_answer(
+            alias, keys, decode_decision(base, pending.decision), reply
+        )
 
     async def _issue(
         self, alias: AliasRuntime, keys: ScepKeys, ctx: EnrollmentContext
@@ -173,6 +233,7 @@ class Enrollment:
                     serial=serial,
                     now=ctx.now,
                     subject_alt_names=ctx.subject_alt_names,
+                    key_id=keys.ca.key_id,
                 ),
             )
             record = CertificateRecord(
@@ -188,7 +249,12 @@ class Enrollment:
                 issued_at=ctx.now,
             )
             try:
-                await self._store.record_issuance(record, claim_entity=ctx.claim_entity)
+                await self._store.record_issuance(
+                    record,
+                    claim_entity=ctx.claim_entity,
+                    upsert_entity=ctx.upsert_entity,
+                    complete_pending=ctx.pending_id,
+                )
             except SerialCollision:
                 continue  # RFC 5280 4.1.2.2: serials are unique per CA; draw another
             except EntityNotEnrollable as exc:
@@ -200,15 +266,32 @@ class Enrollment:
                 ) from None
             self._metrics.inc("scep_certificates_issued_total", alias=alias.name, ca=keys.ca.name)
             log.info(
-                "issued serial=%x subject=%s entity=%s transaction=%s ca=%s",
+                "issued serial=%x subject=%s entity=%s transaction=%s ca=%s request=%s%s",
                 serial,
                 record.subject_dn,
                 ctx.username,
                 ctx.request.transaction_id,
                 keys.ca.name,
+                ctx.request.message_type.name,
+                f" renews={ctx.renewal_of.serial:x}" if ctx.renewal_of else "",
             )
             return cert
         raise ScepFailure(FailInfo.BAD_REQUEST, "could not allocate a serial number")
+
+    async def _get_crl(
+        self, alias: AliasRuntime, keys: ScepKeys, request: PkiRequest, reply: ReplyTo
+    ) -> Answer:
+        """GetCRL (RFC 8894 3.3.5): the CRL of the CA that issued the named certificate."""
+        wanted = request.issuer_and_serial
+        assert wanted is not None  # decode fills it for GetCRL
+        for served in alias.keys:
+            if served.ca.subject == wanted.issuer:
+                record = await self._store.get_certificate(served.ca.name, wanted.serial)
+                # A rollover keeps the CA name and DN: the CRL is the issuing key's.
+                if record is not None and issued_by(record.der, served.ca.issuer):
+                    crl = await self._crls.current(served.ca)
+                    return await self._success(alias, keys, request, reply, [], crls=[crl])
+        raise ScepFailure(FailInfo.BAD_CERT_ID, "no such certificate at this CA")
 
     async def _get_cert(
         self, alias: AliasRuntime, keys: ScepKeys, request: PkiRequest, reply: ReplyTo
@@ -232,6 +315,8 @@ class Enrollment:
         request: PkiRequest,
         reply: ReplyTo,
         certificates: list[x509.Certificate],
+        *,
+        crls: list[bytes] | None = None,
     ) -> Answer:
         cipher = self._cipher(alias, request)
         body = await asyncio.to_thread(
@@ -241,6 +326,7 @@ class Enrollment:
             recipient=request.signer,
             cipher=cipher,
             certificates=[c.public_bytes(serialization.Encoding.DER) for c in certificates],
+            crls=crls or [],
             random=self._random(encode.random_bytes_needed(cipher)),
             now=self._clock(),
         )

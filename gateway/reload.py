@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
-from watchfiles import awatch
+from watchfiles import Change, awatch
 
 from gateway.errors import ConfigError, ConfigIssue
 from gateway.metrics import Metrics
@@ -19,6 +21,7 @@ from gateway.registry import Snapshot
 
 log = logging.getLogger(__name__)
 
+KEY_MATERIAL = frozenset({".pem", ".key", ".crt", ".cer", ".secret"})
 # Edits land within a second: coalesce bursts briefly, then rebuild.
 DEBOUNCE_MS = 100
 STEP_MS = 25
@@ -89,13 +92,28 @@ class Reloader:
             )
             return True
 
-    async def watch(self, directory: str, stop: asyncio.Event) -> None:
+    async def watch(self, config_dir: Path, data_dir: Path, stop: asyncio.Event) -> None:
+        """Reload on any change in the config directory, and on key material in the data
+        directory (`ca rollover` and `ca issue-ra` write there; the database does not count).
+
+        No await before ``awatch`` starts: its first step creates the OS watch synchronously,
+        so an edit made right after the task's first step is already seen."""
         async for _changes in awatch(
-            directory,
+            config_dir,
+            data_dir,
+            watch_filter=_relevant_to(config_dir),
             stop_event=stop,
             debounce=DEBOUNCE_MS,
             step=STEP_MS,
             recursive=True,
-            force_polling=False,
         ):
             await self.reload()
+
+
+def _relevant_to(config_dir: Path) -> Callable[[Change, str], bool]:
+    config_root = os.path.abspath(config_dir)
+
+    def relevant(_change: Change, path: str) -> bool:
+        return path.startswith(config_root) or Path(path).suffix in KEY_MATERIAL
+
+    return relevant

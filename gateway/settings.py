@@ -14,6 +14,7 @@ class Settings:
     bind: str = "127.0.0.1:8080"
     workers: int = 1
     watch_config: bool = True  # hot reload on changes in config_dir
+    refresh_crls: bool = True  # keep CRLs from expiring in the background
     # HTTP-04/06: a PKIOperation is a few KB; 4096-bit keys with chains stay well below these.
     max_body_bytes: int = 256 * 1024
     max_url_bytes: int = 64 * 1024

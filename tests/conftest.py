@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from quart.typing import TestClientProtocol
 from gateway.app import create_app
 from gateway.http.routes import Services
 from gateway.settings import Settings
+from tests.store.helpers import postgres_database
 from tests.support import copy_config
 
 
@@ -46,6 +48,21 @@ class Gateway:
         return await body_of(response)
 
 
+def sqlite_url(directory: Path) -> str:
+    return f"sqlite+aiosqlite:///{directory / 'store' / 'gateway.db'}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """URL of an empty database: a SQLite file, or a fresh PostgreSQL database of its own
+    (random name, dropped afterwards). An unreachable PostgreSQL fails; it never skips."""
+    if request.param == "sqlite":
+        yield sqlite_url(tmp_path)
+        return
+    async with postgres_database() as url:
+        yield url
+
+
 @pytest.fixture(scope="session")
 def shared_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """CA and RA keys are created once per session; each test still gets its own database."""
@@ -54,7 +71,13 @@ def shared_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @asynccontextmanager
 async def running_gateway(
-    tmp_path: Path, data_dir: Path, files: Mapping[str, str] | None = None, *, watch: bool = False
+    tmp_path: Path,
+    data_dir: Path,
+    files: Mapping[str, str] | None = None,
+    *,
+    watch: bool = False,
+    clock: Callable[[], datetime] | None = None,
+    database_url: str | None = None,
 ) -> AsyncIterator[Gateway]:
     """config.example plus ``files`` (path in the config dir -> YAML text), served in-process."""
     config_dir = copy_config(tmp_path)
@@ -64,10 +87,11 @@ async def running_gateway(
     settings = Settings(
         config_dir=config_dir,
         data_dir=data_dir,
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'gateway.sqlite3'}",
+        database_url=database_url or f"sqlite+aiosqlite:///{tmp_path / 'gateway.sqlite3'}",
         watch_config=watch,
+        refresh_crls=False,
     )
-    app = create_app(settings)
+    app = create_app(settings, clock=clock) if clock else create_app(settings)
     async with app.test_app() as test_app:
         yield Gateway(app, test_app.test_client(), app.config["SERVICES"], settings)
 

@@ -22,6 +22,7 @@ RANK = {
     "config": 2,
     "registry": 3,
     "enrollment": 4,
+    "revocation": 4,
     "assembly": 4,
     "http": 5,
     "reload": 5,

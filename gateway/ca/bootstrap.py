@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from gateway.ca.local import LocalCA, create_root, generate_key, issue_ra_pair
 from gateway.config.model import CaConfig, CaCreate, KeyPairConfig
@@ -55,3 +56,27 @@ def issue_ra(data_dir: Path, cfg: CaConfig, ca: LocalCA, *, now: datetime) -> No
     write_pair(data_dir, cfg.ra.signer, signer)
     write_pair(data_dir, cfg.ra.encrypter, encrypter)
     log.info("issued RA pair for CA %s", cfg.name)
+
+
+def new_rollover(current: LocalCA, *, activate_at: datetime) -> KeyPair:
+    """The next self-signed CA: same subject, key type and lifetime, valid from activation."""
+    cert = current.certificate
+    if cert.issuer != cert.subject:
+        raise ValueError(
+            "only self-signed CAs roll over here; have the parent issue the next certificate "
+            "and point `rollover.certificate` at it"
+        )
+    old_key = current.key_pair.private_key
+    key = generate_key("rsa" if isinstance(old_key, rsa.RSAPrivateKey) else "ec", old_key.key_size)
+    return KeyPair(
+        create_root(
+            cert.subject,
+            key,
+            serial=x509.random_serial_number(),
+            now=activate_at,
+            validity=cert.not_valid_after_utc - cert.not_valid_before_utc,
+            digest=current.digest,
+            backdate=timedelta(0),
+        ),
+        key,
+    )

@@ -76,8 +76,13 @@ def create_root(
     now: datetime,
     validity: timedelta,
     digest: str = "sha256",
+    backdate: timedelta = _BACKDATE,
 ) -> x509.Certificate:
-    """A self-signed CA certificate usable for SCEP directly (EJBCA's default arrangement)."""
+    """A self-signed CA certificate usable for SCEP directly (EJBCA's default arrangement).
+
+    Valid from ``now - backdate``; a rollover certificate passes its activation time and no
+    backdating, since its notBefore is when it takes over.
+    """
     ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
     return (
         x509.CertificateBuilder()
@@ -85,7 +90,7 @@ def create_root(
         .issuer_name(subject)
         .public_key(key.public_key())
         .serial_number(serial)
-        .not_valid_before(now - _BACKDATE)
+        .not_valid_before(now - backdate)
         .not_valid_after(now + validity)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(CA_KEY_USAGE.extension(), critical=True)

@@ -44,7 +44,9 @@ def issue_request(
     serial: int,
     now: datetime,
     subject_alt_names: tuple[x509.GeneralName, ...] = (),
+    key_id: str = "",
 ) -> IssueRequest:
+    """``key_id`` replaces `{key_id}` in CDP URLs (the issuing generation's CRL)."""
     return IssueRequest(
         subject=subject,
         public_key=public_key,
@@ -56,7 +58,9 @@ def issue_request(
             EKU.get(name) or x509.ObjectIdentifier(name) for name in profile.extended_key_usage
         ),
         subject_alt_names=subject_alt_names,
-        crl_distribution_points=profile.crl_distribution_points,
+        crl_distribution_points=tuple(
+            url.replace("{key_id}", key_id) for url in profile.crl_distribution_points
+        ),
         ca_issuers=profile.ca_issuers,
         ocsp=profile.ocsp,
         digest=profile.signature_digest,

@@ -31,6 +31,7 @@ from gateway.config.model import (
     CaCreate,
     CertificateProfile,
     Config,
+    CrlSettings,
     EndEntityProfile,
     KeyAlgorithms,
     KeyPairConfig,
@@ -39,6 +40,7 @@ from gateway.config.model import (
     RaConfig,
     RaMode,
     Renewal,
+    Rollover,
     SanRules,
     SecretRef,
 )
@@ -143,7 +145,11 @@ def _files(directory: Path, folder: str) -> Iterator[Path]:
 
 
 def _secret(value: Mapping[str, str] | None) -> SecretRef | None:
-    return SecretRef(file=value.get("file"), env=value.get("env")) if value else None
+    if not value:
+        return None
+    return SecretRef(
+        file=value.get("file"), env=value.get("env"), generate=bool(value.get("generate"))
+    )
 
 
 def _key_pair(value: Mapping[str, Any]) -> KeyPairConfig:
@@ -164,6 +170,20 @@ def _ca(name: str, source: str, data: Mapping[str, Any]) -> CaConfig:
         ra=RaConfig(_key_pair(ra["signer"]), _key_pair(ra["encrypter"]), ra["validity_days"])
         if ra
         else None,
+        crl=CrlSettings(**data["crl"]),
+        rollover=_rollover(data.get("rollover")),
+    )
+
+
+def _rollover(data: Mapping[str, Any] | None) -> Rollover | None:
+    if not data:
+        return None
+    ra = data.get("ra")
+    return Rollover(
+        certificate=data["certificate"],
+        key=_key_pair(data).key,
+        signer=_key_pair(ra["signer"]) if ra else None,
+        encrypter=_key_pair(ra["encrypter"]) if ra else None,
     )
 
 
@@ -246,7 +266,11 @@ def _policies(data: Mapping[str, Any]) -> dict[str, tuple[PolicyConfig, ...]]:
             result[phase] = tuple(
                 PolicyConfig(
                     type=item["type"],
-                    parameters={k: v for k, v in item.items() if k != "type"},
+                    parameters={
+                        k: _secret(v) if k == "secret" else v
+                        for k, v in item.items()
+                        if k != "type"
+                    },
                     where=f"$.policies.{phase}[{i}]",
                 )
                 for i, item in enumerate(data[phase])
@@ -356,7 +380,11 @@ def references(
 
     A name whose file exists but was already reported as invalid is not reported again.
     """
-    issues = []
+    issues = [
+        ConfigIssue(ca.source, "$.rollover", "a CA with `ra` needs `rollover.ra` too")
+        for ca in config.cas.values()
+        if ca.ra is not None and ca.rollover is not None and ca.rollover.signer is None
+    ]
     for alias in config.aliases.values():
         src = alias.source
         if alias.ca is None and not alias.cas:

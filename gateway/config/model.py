@@ -15,6 +15,7 @@ class SecretRef:
 
     file: str | None = None
     env: str | None = None
+    generate: bool = False  # first start creates a random secret file
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,20 @@ class RaConfig:
 
 
 @dataclass(frozen=True)
+class CrlSettings:
+    validity_hours: int = 24
+    refresh_before_hours: int = 6
+
+
+@dataclass(frozen=True)
+class Rollover:
+    certificate: str
+    key: SecretRef
+    signer: KeyPairConfig | None = None
+    encrypter: KeyPairConfig | None = None
+
+
+@dataclass(frozen=True)
 class CaConfig:
     name: str
     source: str
@@ -47,6 +62,8 @@ class CaConfig:
     digest: str = "sha256"
     create: CaCreate | None = None
     ra: RaConfig | None = None
+    crl: CrlSettings = CrlSettings()
+    rollover: Rollover | None = None
 
 
 @dataclass(frozen=True)

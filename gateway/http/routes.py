@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 
 from quart import Blueprint, Response, current_app, request
 
@@ -19,8 +23,9 @@ from gateway.errors import (
 )
 from gateway.http import transport
 from gateway.metrics import Metrics
-from gateway.registry import CA_RA_CERT_CHAIN, Snapshot
+from gateway.registry import CA_RA_CERT_CHAIN, NEXT_CA_CERT, CaRuntime, Snapshot
 from gateway.reload import Reloader
+from gateway.revocation import CrlPublisher
 from gateway.store import Store
 
 log = logging.getLogger(__name__)
@@ -50,22 +55,17 @@ def problem(error: GatewayError) -> Response:
     return raw_response(f"{error.client_text}\n".encode(), "text/plain", status)
 
 
+@dataclass(frozen=True)
 class Services:
     """What the routes need, set up by the app at start."""
 
-    def __init__(
-        self,
-        reloader: Reloader,
-        enrollment: Enrollment,
-        store: Store,
-        max_url: int,
-        metrics: Metrics,
-    ) -> None:
-        self.reloader = reloader
-        self.enrollment = enrollment
-        self.store = store
-        self.max_url = max_url
-        self.metrics = metrics
+    reloader: Reloader
+    enrollment: Enrollment
+    store: Store
+    max_url: int
+    metrics: Metrics
+    crls: CrlPublisher
+    clock: Callable[[], datetime]
 
     def snapshot(self) -> Snapshot:
         return self.reloader.current()
@@ -117,17 +117,17 @@ async def _answer(svc: Services, alias_name: str) -> Response:
         # One snapshot for the whole request: a reload in between does not mix configurations.
         alias = svc.snapshot().alias(alias_name)
         op = scep_request.operation
-        if op == "GetCACaps":
-            return raw_response(alias.capabilities, "text/plain")
-        if op == "GetCACert":
-            payload, content_type = alias.ca_certificates(alias.select_ca(scep_request.message))
-            return raw_response(payload, content_type)
-        if op == "GetCACertChain":
+        now = svc.clock()
+        if op != "PKIOperation":
             ca = alias.select_ca(scep_request.message)
-            return raw_response(alias.ca_chain(ca), CA_RA_CERT_CHAIN)
-        if op == "GetNextCACert":
-            # CAPS-04 / NEXT-03: no rollover certificate, so the request is refused.
-            raise NotFound("no rollover CA certificate", status=403)
+            if op == "GetCACaps":
+                return raw_response(alias.capabilities(ca, now), "text/plain")
+            if op == "GetCACert":
+                return raw_response(*alias.ca_certificates(ca.at(now)))
+            if op == "GetCACertChain":
+                return raw_response(alias.ca_chain(ca.at(now)), CA_RA_CERT_CHAIN)
+            body = await asyncio.to_thread(alias.next_ca_certificates, ca, now)
+            return raw_response(body, NEXT_CA_CERT)
         answer = await svc.enrollment.pki_operation(alias, scep_request.payload)
         log.info(
             "PKIOperation alias=%s status=%s %.1f ms",
@@ -152,6 +152,36 @@ for _path in SCEP_PATHS:
     scep.add_url_rule(_path, view_func=scep_alias, methods=["GET", "POST"])
 for _path in DEFAULT_PATHS:
     scep.add_url_rule(_path, view_func=scep_default, methods=["GET", "POST"])
+
+
+@scep.route("/crl/<ca>.crl")
+async def crl(ca: str) -> Response:
+    """The CA's current CRL over plain HTTP: the URL certificate profiles put in CDP."""
+    svc = services()
+    runtime = svc.snapshot().cas.get(ca)
+    if runtime is None:
+        return problem(NotFound("unknown CA", detail=ca))
+    return await _crl_of(svc, runtime.at(svc.clock()))
+
+
+@scep.route("/crl/<ca>/<key_id>.crl")
+async def crl_of_key(ca: str, key_id: str) -> Response:
+    """The CRL of one CA key generation: the URL for `{key_id}` in a profile's CDP, which
+    keeps pointing at the right CRL after a rollover."""
+    svc = services()
+    runtime = svc.snapshot().cas.get(ca)
+    match = [g for g in runtime.generations if g.key_id == key_id] if runtime else []
+    if not match:
+        return problem(NotFound("unknown CA key", detail=f"{ca}/{key_id}"))
+    return await _crl_of(svc, match[0])
+
+
+async def _crl_of(svc: Services, ca: CaRuntime) -> Response:
+    try:
+        der = await svc.crls.current(ca)
+    except GatewayError as error:
+        return problem(error)
+    return raw_response(der, "application/pkix-crl")
 
 
 @scep.route("/healthz")

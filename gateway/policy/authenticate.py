@@ -32,20 +32,25 @@ def _challenge(ctx: EnrollmentContext) -> str:
     return (csr.challenge_password or "") if csr else ""
 
 
-def renewal_without_challenge(ctx: EnrollmentContext) -> bool:
-    """Signed with a certificate we issued and no challenge: the renewal phase decides.
+def defer_to_renewal(ctx: EnrollmentContext, renewal_enabled: bool) -> bool:
+    """Signed with a certificate we issued: the renewal phase decides when renewal is on.
 
-    draft-nourse-scep-23 App. D sends an empty challenge, RFC 8894 RenewalReq omits it; a
-    non-empty challenge is still checked (EJBCA).
+    EJBCA: an entity that already enrolled renews through the renewal path whatever the
+    challenge (macOS and sscep still send one). Without renewal, a request with no challenge
+    is left for the renewal phase to refuse; one with a challenge is checked as usual.
+    draft-nourse-scep-23 App. D sends an empty challenge, RFC 8894 RenewalReq omits it.
     """
-    return ctx.signer_record is not None and not _challenge(ctx)
+    return ctx.signer_record is not None and (renewal_enabled or not _challenge(ctx))
 
 
 class EndEntityChallenge:
     """``challenge.end_entity``: CA mode; CN = username, challengePassword = enrollment code."""
 
+    def __init__(self, *, renewal_enabled: bool = False) -> None:
+        self._renewal_enabled = renewal_enabled
+
     async def apply(self, ctx: EnrollmentContext, env: PolicyEnv) -> EnrollmentContext | Pending:
-        if renewal_without_challenge(ctx):
+        if defer_to_renewal(ctx, self._renewal_enabled):
             return ctx
         csr = ctx.request.csr
         if csr is None:
@@ -86,11 +91,12 @@ class EndEntityChallenge:
 class StaticChallenge:
     """``challenge.static``: RA mode; the challenge equals a shared secret."""
 
-    def __init__(self, secret: bytes) -> None:
+    def __init__(self, secret: bytes, *, renewal_enabled: bool = False) -> None:
         self._secret = secret
+        self._renewal_enabled = renewal_enabled
 
     async def apply(self, ctx: EnrollmentContext, env: PolicyEnv) -> EnrollmentContext | Pending:
-        if renewal_without_challenge(ctx):
+        if defer_to_renewal(ctx, self._renewal_enabled):
             return ctx
         # RFC 8894 7.3: constant-time comparison; the secret is never logged.
         if not hmac.compare_digest(_challenge(ctx).encode("utf-8"), self._secret):

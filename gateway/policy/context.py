@@ -34,6 +34,7 @@ class EnrollmentContext:
     upsert_entity: EndEntity | None = None
     renewal_of: CertificateRecord | None = None
     approved: bool = False
+    pending_id: int | None = None  # the approved pending request this issuance completes
 
 
 @dataclass(frozen=True)

@@ -2,18 +2,114 @@
 
 from __future__ import annotations
 
+import string
+from collections.abc import Callable
 from dataclasses import replace
 
 from cryptography import x509
 
+from gateway.config.model import NameScheme
 from gateway.errors import FailInfo, ScepFailure
+from gateway.policy import dn
+from gateway.policy.authenticate import username_of
 from gateway.policy.context import EnrollmentContext, Pending, PolicyEnv
+from gateway.store import EndEntity, EntityStatus
 
 
 class EndEntityNaming:
     """``naming.end_entity``: CA mode; the DN registered for the end entity, not the request's."""
 
     async def apply(self, ctx: EnrollmentContext, env: PolicyEnv) -> EnrollmentContext | Pending:
-        if ctx.end_entity is None:
+        entity = ctx.end_entity
+        if entity is None and ctx.renewal_of is not None and ctx.renewal_of.username:
+            entity = await env.store.get_end_entity(ctx.renewal_of.username)
+        if entity is None:
             raise ScepFailure(FailInfo.BAD_REQUEST, "no end entity for this request")
-        return replace(ctx, subject=x509.Name.from_rfc4514_string(ctx.end_entity.subject_dn))
+        return replace(
+            ctx,
+            end_entity=entity,
+            username=entity.username,
+            subject=x509.Name.from_rfc4514_string(entity.subject_dn),
+        )
+
+
+_ALPHANUMERIC = string.ascii_letters + string.digits
+RA_CODE_HASH = "!ra-mode"  # never verifies: RA-mode entities cannot enroll with a code
+
+
+def random_text(random: Callable[[int], bytes], length: int = 12) -> str:
+    """Letters and digits (EJBCA's 12-character random names), without modulo bias."""
+    out: list[str] = []
+    while len(out) < length:
+        for byte in random(length * 2):
+            if byte < 248:  # 248 = 4 * 62
+                out.append(_ALPHANUMERIC[byte % 62])
+    return "".join(out[:length])
+
+
+class SchemeNaming:
+    """``naming.scheme``: RA mode; EJBCA's username generation, then prefix and postfix.
+
+    The subject is the requested DN (the end entity profile then checks it); the end entity
+    is created or updated together with the issuance. An end entity that already holds a
+    valid certificate gets a new one only by renewing with it.
+    """
+
+    def __init__(self, scheme: NameScheme) -> None:
+        self._scheme = scheme
+
+    def _name(self, subject: x509.Name, env: PolicyEnv) -> str | None:
+        scheme = self._scheme
+        if scheme.scheme == "DN":
+            for field in scheme.parameters.split(";"):
+                found = dn.values(subject, field.strip()) if field.strip() in dn.FIELDS else []
+                if found:
+                    return found[0]
+            return None
+        if scheme.scheme == "RANDOM":
+            return random_text(env.random)
+        if scheme.scheme == "FIXED":
+            return scheme.parameters
+        return username_of(subject)
+
+    def _affix(self, text: str, env: PolicyEnv) -> str:
+        while "${RANDOM}" in text:
+            text = text.replace("${RANDOM}", random_text(env.random), 1)
+        return text
+
+    async def apply(self, ctx: EnrollmentContext, env: PolicyEnv) -> EnrollmentContext | Pending:
+        csr = ctx.request.csr
+        if csr is None:
+            raise ScepFailure(FailInfo.BAD_REQUEST, "no certificate request")
+        if ctx.renewal_of is not None and ctx.renewal_of.username:
+            username = ctx.renewal_of.username
+        else:
+            base = self._name(csr.subject, env)
+            if not base:
+                raise ScepFailure(
+                    FailInfo.BAD_REQUEST,
+                    "the request has no subject field to name the end entity by",
+                    detail=f"scheme {self._scheme.scheme}({self._scheme.parameters})",
+                )
+            username = self._affix(self._scheme.prefix, env) + base
+            username += self._affix(self._scheme.postfix, env)
+            latest = await env.store.latest_certificate(username, ctx.ca)
+            if latest is not None and latest.revoked_at is None and latest.not_after > ctx.now:
+                raise ScepFailure(
+                    FailInfo.BAD_REQUEST,
+                    "the end entity already holds a valid certificate; renew with it",
+                    detail=f"username={username!r} serial={latest.serial:x}",
+                )
+        existing = await env.store.get_end_entity(username)
+        entity = EndEntity(
+            username=username,
+            code_hash=RA_CODE_HASH,
+            subject_dn=csr.subject.rfc4514_string(),
+            ca=ctx.ca,
+            status=EntityStatus.GENERATED,
+            created_at=existing.created_at if existing else ctx.now,
+            updated_at=ctx.now,
+        )
+        return replace(
+            ctx, username=username, subject=csr.subject, upsert_entity=entity, end_entity=entity
+        )

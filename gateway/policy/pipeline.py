@@ -20,11 +20,13 @@ from gateway.config.model import (
     SecretRef,
 )
 from gateway.errors import ConfigError, ConfigIssue, FailInfo, ScepFailure
+from gateway.policy.approval import ManualApproval
 from gateway.policy.authenticate import AUTH_FAILED, EndEntityChallenge, StaticChallenge
 from gateway.policy.authorize import SubjectPattern
 from gateway.policy.context import EnrollmentContext, Pending, Policy, PolicyEnv
-from gateway.policy.naming import EndEntityNaming
+from gateway.policy.naming import EndEntityNaming, SchemeNaming
 from gateway.policy.profile import CertificateProfilePolicy, EndEntityProfilePolicy
+from gateway.policy.renewal import SignerCertificateRenewal
 
 
 @dataclass(frozen=True)
@@ -46,16 +48,26 @@ class PolicyType:
 def _static_challenge(params: Mapping[str, Any], b: BuildContext) -> Policy:
     value = params["secret"]
     ref = value if isinstance(value, SecretRef) else SecretRef(**value)
-    return StaticChallenge(b.secret(ref, "$.secret"))
+    return StaticChallenge(b.secret(ref, "$.secret"), renewal_enabled=b.alias.renewal.enabled)
 
 
 TYPES: dict[str, PolicyType] = {
-    "challenge.end_entity": PolicyType("authenticate", lambda p, b: EndEntityChallenge()),
+    "challenge.end_entity": PolicyType(
+        "authenticate",
+        lambda p, b: EndEntityChallenge(renewal_enabled=b.alias.renewal.enabled),
+    ),
     "challenge.static": PolicyType("authenticate", _static_challenge),
     "authorize.subject_pattern": PolicyType(
         "authorize", lambda p, b: SubjectPattern(p["field"], p["pattern"])
     ),
+    "renewal.signer_certificate": PolicyType(
+        "renewal", lambda p, b: SignerCertificateRenewal(b.alias.renewal)
+    ),
     "naming.end_entity": PolicyType("naming", lambda p, b: EndEntityNaming()),
+    "naming.scheme": PolicyType("naming", lambda p, b: SchemeNaming(b.alias.ra.name)),
+    "approval.manual": PolicyType(
+        "approval", lambda p, b: ManualApproval(b.alias.name, b.alias.approval.expire_hours)
+    ),
     "profile.end_entity": PolicyType(
         "profile", lambda p, b: EndEntityProfilePolicy(b.end_entity_profile)
     ),
@@ -65,8 +77,11 @@ TYPES: dict[str, PolicyType] = {
 }
 
 
-def default_policies(alias: AliasConfig) -> dict[str, tuple[PolicyConfig, ...]]:
+def default_policies(
+    alias: AliasConfig, end_entity_profile: EndEntityProfile
+) -> dict[str, tuple[PolicyConfig, ...]]:
     """What an alias gets for each phase it does not configure itself."""
+    naming = "naming.scheme" if alias.mode == "ra" else "naming.end_entity"
     if alias.mode == "ra" and alias.ra.secret is not None:
         authenticate = (PolicyConfig("challenge.static", {"secret": alias.ra.secret}, "$.ra"),)
     else:
@@ -74,13 +89,17 @@ def default_policies(alias: AliasConfig) -> dict[str, tuple[PolicyConfig, ...]]:
     defaults: dict[str, tuple[PolicyConfig, ...]] = {
         "authenticate": authenticate,
         "authorize": (),
-        "renewal": (),
-        "naming": (PolicyConfig("naming.end_entity", {}, "$.mode"),),
+        # Always present: without renewal enabled it refuses requests that only an issued
+        # certificate vouches for.
+        "renewal": (PolicyConfig("renewal.signer_certificate", {}, "$.renewal"),),
+        "naming": (PolicyConfig(naming, {}, "$.mode"),),
         "profile": (
             PolicyConfig("profile.end_entity", {}, "$.end_entity_profile"),
             PolicyConfig("profile.certificate", {}, "$.certificate_profile"),
         ),
-        "approval": (),
+        "approval": (PolicyConfig("approval.manual", {}, "$.approval"),)
+        if alias.approval.required or end_entity_profile.approval_required
+        else (),
     }
     return {phase: alias.policies.get(phase, defaults[phase]) for phase in PHASES}
 
@@ -108,7 +127,7 @@ def build(b: BuildContext) -> Pipeline:
     """Build every policy of an alias, or raise ConfigError naming each bad one."""
     issues: list[ConfigIssue] = []
     phases = []
-    for phase, configs in default_policies(b.alias).items():
+    for phase, configs in default_policies(b.alias, b.end_entity_profile).items():
         built: list[Policy] = []
         for cfg in configs:
             kind = TYPES.get(cfg.type)
@@ -137,6 +156,6 @@ def build(b: BuildContext) -> Pipeline:
         raise ConfigError(issues)
     names = tuple(
         (phase, tuple(c.type for c in configs))
-        for phase, configs in default_policies(b.alias).items()
+        for phase, configs in default_policies(b.alias, b.end_entity_profile).items()
     )
     return Pipeline(phases=tuple(phases), names=names)

@@ -73,6 +73,12 @@ def csr(
     return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
 
 
+def cert_poll_content(issuer: x509.Name, subject: x509.Name) -> bytes:
+    """IssuerAndSubject, what a CertPoll (GetCertInitial) carries (RFC 8894 3.3.3)."""
+    content: bytes = core.Sequence(contents=issuer.public_bytes() + subject.public_bytes()).dump()
+    return content
+
+
 def _ktri_padding(name: str) -> tuple[padding.AsymmetricPadding, dict[str, object]]:
     if name == "oaep":
         return (

@@ -1,4 +1,4 @@
-"""Fixtures: every store test runs on SQLite (a file in tmp_path) and on PostgreSQL.
+"""Fixtures: every store test runs on SQLite and on PostgreSQL (`database_url`, tests/conftest).
 
 PostgreSQL is the local server (``SCEP_GATEWAY_TEST_POSTGRES``, default
 ``postgresql+asyncpg://postgres@127.0.0.1:5432/test``). Each test gets a database of its own,
@@ -9,27 +9,12 @@ server fails the PostgreSQL tests; it never skips them.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from gateway.store import Store
 
 from .helpers import postgres_database
-
-
-def sqlite_url(directory: Path) -> str:
-    return f"sqlite+aiosqlite:///{directory / 'store' / 'gateway.db'}"
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """URL of an empty database: a SQLite file, or a fresh PostgreSQL database."""
-    if request.param == "sqlite":
-        yield sqlite_url(tmp_path)
-        return
-    async with postgres_database() as url:
-        yield url
 
 
 @pytest.fixture

@@ -1,0 +1,125 @@
+"""``approval.manual``: enrollments wait for an operator; clients poll (RFC 8894 3.3.3).
+
+The request and every decision the earlier phases made are stored, so that the issuance
+after approval (on a CertPoll, on any replica, after a restart) issues exactly what was
+approved. If that issuance fails, the end entity's next PKCSReq is issued without a second
+approval (EJBCA).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import replace
+from datetime import timedelta
+
+from cryptography import x509
+
+from gateway.errors import FailInfo, ScepFailure
+from gateway.policy.context import EnrollmentContext, Pending, PolicyEnv
+from gateway.policy.naming import RA_CODE_HASH
+from gateway.store import EndEntity, EntityStatus, PendingExists, PendingRequest, PendingStatus
+
+
+def _san(name: x509.GeneralName) -> list[str]:
+    if isinstance(name, x509.DNSName):
+        return ["dns", name.value]
+    if isinstance(name, x509.RFC822Name):
+        return ["email", name.value]
+    if isinstance(name, x509.UniformResourceIdentifier):
+        return ["uri", name.value]
+    if isinstance(name, x509.IPAddress):
+        return ["ip", str(name.value)]
+    raise ValueError(f"cannot store SAN {name!r}")
+
+
+def _from_san(kind: str, value: str) -> x509.GeneralName:
+    if kind == "dns":
+        return x509.DNSName(value)
+    if kind == "email":
+        return x509.RFC822Name(value)
+    if kind == "uri":
+        return x509.UniformResourceIdentifier(value)
+    return x509.IPAddress(ipaddress.ip_address(value))
+
+
+def encode_decision(ctx: EnrollmentContext) -> str:
+    """What the earlier phases decided, as JSON stored with the pending request."""
+    entity = ctx.upsert_entity
+    return json.dumps(
+        {
+            "subject": ctx.subject.rfc4514_string() if ctx.subject else None,
+            "sans": [_san(n) for n in ctx.subject_alt_names],
+            "username": ctx.username,
+            "claim_entity": ctx.claim_entity,
+            "upsert_subject": entity.subject_dn if entity else None,
+        }
+    )
+
+
+def decode_decision(ctx: EnrollmentContext, decision: str) -> EnrollmentContext:
+    """The context of a CertPoll, carrying what was decided (and approved) for the request."""
+    data = json.loads(decision)
+    upsert = None
+    if data["upsert_subject"] is not None:
+        upsert = EndEntity(
+            username=data["username"],
+            code_hash=RA_CODE_HASH,
+            subject_dn=data["upsert_subject"],
+            ca=ctx.ca,
+            status=EntityStatus.GENERATED,
+            created_at=ctx.now,
+            updated_at=ctx.now,
+        )
+    return replace(
+        ctx,
+        authenticated=True,
+        approved=True,
+        subject=x509.Name.from_rfc4514_string(data["subject"]),
+        subject_alt_names=tuple(_from_san(k, v) for k, v in data["sans"]),
+        username=data["username"],
+        claim_entity=data["claim_entity"],
+        upsert_entity=upsert,
+    )
+
+
+class ManualApproval:
+    def __init__(self, alias: str, expire_hours: int) -> None:
+        self._alias = alias
+        self._lifetime = timedelta(hours=expire_hours)
+
+    async def apply(self, ctx: EnrollmentContext, env: PolicyEnv) -> EnrollmentContext | Pending:
+        if ctx.approved or ctx.renewal_of is not None:
+            return ctx  # renewals of an approved device are not approved again
+        store = env.store
+        if ctx.username is not None:
+            approved = await store.find_approved(self._alias, ctx.username)
+            if approved is not None:
+                # Approved before, but its issuance failed: issue now, no second approval.
+                return replace(ctx, approved=True, pending_id=approved.id)
+        csr = ctx.request.csr
+        assert csr is not None  # PKCSReq and RenewalReq carry one
+        request = PendingRequest(
+            alias=self._alias,
+            ca=ctx.ca,
+            transaction_id=ctx.request.transaction_id,
+            username=ctx.username,
+            subject_dn=ctx.subject.rfc4514_string() if ctx.subject else "",
+            csr_der=csr.der,
+            decision=encode_decision(ctx),
+            status=PendingStatus.PENDING,
+            created_at=ctx.now,
+            expires_at=ctx.now + self._lifetime,
+        )
+        try:
+            await store.add_pending(request)
+        except PendingExists:
+            # A resent PKCSReq (resync, RFC 8894 5.2): answer with the stored request's state.
+            existing = await store.find_pending(self._alias, ctx.request.transaction_id)
+            if existing is None or existing.status is not PendingStatus.PENDING:
+                raise ScepFailure(
+                    FailInfo.BAD_REQUEST,
+                    "this transaction is already closed; poll it or start a new one",
+                    detail=f"transaction {ctx.request.transaction_id!r}",
+                ) from None
+        return Pending(reason=f"waiting for approval of {request.subject_dn}")

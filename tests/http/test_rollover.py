@@ -1,0 +1,158 @@
+"""CA rollover (draft-nourse-scep App. E, RFC 8894 4.7): GetNextCACert, activation, renewal.
+
+The clock is the test's: activation happens when the test moves it, not after a sleep.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from gateway.cli import main
+from gateway.scep import client
+from gateway.scep.messages import PkiStatus
+from tests.conftest import Gateway, body_of, running_gateway
+from tests.support import Device, fresh_key, register
+
+pytestmark = pytest.mark.asyncio
+
+RENEW_ALIAS = {
+    "aliases/renew.yaml": "ca: ManagementCA\nrenewal: {enabled: true, after_fraction: 0}\n",
+}
+
+
+@dataclass
+class Clock:
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+async def rolling(tmp_path: Path) -> AsyncIterator[tuple[Gateway, Clock]]:
+    clock = Clock()
+    async with running_gateway(
+        tmp_path, tmp_path / "data", RENEW_ALIAS, watch=True, clock=clock
+    ) as gw:
+        yield gw, clock
+
+
+def _openssl(*args: str, data: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        ["openssl", *args], input=data, capture_output=True, timeout=30, check=False
+    )
+
+
+async def _get(gw: Gateway, operation: str) -> tuple[int, str, bytes]:
+    response = await gw.client.get(f"/scep/scep/pkiclient.exe?operation={operation}")
+    return response.status_code, response.headers["Content-Type"], await body_of(response)
+
+
+async def _roll(gw: Gateway, *args: str) -> None:
+    generation = gw.services.reloader.state.generation
+    settings = gw.settings
+    code = main(
+        [
+            "ca",
+            "rollover",
+            "ManagementCA",
+            *args,
+            "--config",
+            str(settings.config_dir),
+            "--data-dir",
+            str(settings.data_dir),
+        ]
+    )
+    assert code == 0
+    await gw.services.reloader.wait_for(lambda s: s.generation > generation)
+
+
+async def _enroll(
+    gw: Gateway, name: str, recipient: x509.Certificate
+) -> tuple[Device, client.CertRep]:
+    await register(gw.services.store, name, "code")
+    device = Device(name)
+    return device, device.read(await gw.pki(device.pkcsreq("code", [recipient])))
+
+
+async def test_rollover_lifecycle(rolling: tuple[Gateway, Clock], tmp_path: Path) -> None:
+    gw, clock = rolling
+    old_ca = await gw.ca_certificate()
+    status, _, body = await _get(gw, "GetCACaps")
+    assert b"GetNextCACert" not in body
+    assert (await _get(gw, "GetNextCACert"))[0] == 403
+
+    holder, before = await _enroll(gw, "before", old_ca)
+    assert before.status is PkiStatus.SUCCESS
+    await _roll(gw, "--in-hours", "1")
+
+    # Waiting for activation: advertised and served, signed by the current CA.
+    assert b"GetNextCACert\n" in (await _get(gw, "GetCACaps"))[2]
+    status, content_type, body = await _get(gw, "GetNextCACert")
+    assert (status, content_type) == (200, "application/x-x509-next-ca-cert")
+    old_pem = tmp_path / "old-ca.pem"
+    old_pem.write_bytes(old_ca.public_bytes(serialization.Encoding.PEM))
+    # NEXT-02: the current CA is not in the set (a client could take it for "next"); the
+    # client verifies with the CA certificate it already holds.
+    verified = _openssl(
+        "cms",
+        "-verify",
+        "-inform",
+        "DER",
+        "-certfile",
+        str(old_pem),
+        "-CAfile",
+        str(old_pem),
+        "-purpose",
+        "any",
+        data=body,
+    )
+    assert verified.returncode == 0, verified.stderr
+    listed = _openssl("pkcs7", "-inform", "DER", "-print_certs", "-noout", data=body)
+    assert listed.returncode == 0, listed.stderr
+    subjects = [line for line in listed.stdout.decode().splitlines() if line.startswith("subject")]
+    # NEXT-02: the new CA and its new RA pair; never the current CA.
+    assert len(subjects) == 1
+    next_ca = gw.services.snapshot().cas["ManagementCA"].next
+    assert next_ca is not None
+    assert next_ca.certificate != old_ca
+    assert (await gw.ca_certificate()) == old_ca
+
+    # A request encrypted to the next CA before activation is issued by the next key.
+    _, early = await _enroll(gw, "early", next_ca.certificate)
+    assert early.status is PkiStatus.SUCCESS
+    early.certificates[0].verify_directly_issued_by(next_ca.certificate)
+
+    # Activation: no restart, the clock moves.
+    clock.now += timedelta(hours=2)
+    assert (await gw.ca_certificate()) == next_ca.certificate
+    assert b"GetNextCACert" not in (await _get(gw, "GetCACaps"))[2]
+    assert (await _get(gw, "GetNextCACert"))[0] == 403
+    _, late = await _enroll(gw, "late", old_ca)  # a client still encrypting to the old CA
+    assert late.status is PkiStatus.SUCCESS
+    late.certificates[0].verify_directly_issued_by(next_ca.certificate)
+
+    # A certificate of the old CA still renews (no challenge), now from the new CA.
+    old_cert = before.certificates[0]
+    renewer = Device("before", key=fresh_key())
+    renewer.signer = client.Identity(old_cert, holder.key)
+    reply = renewer.read(await gw.pki(renewer.pkcsreq(None, gw.recipients("renew")), "renew"))
+    assert reply.status is PkiStatus.SUCCESS, reply.fail_info_text
+    reply.certificates[0].verify_directly_issued_by(next_ca.certificate)
+
+    # CRLs: the active key's at the stable URL, each generation's at its key id.
+    current = await gw.client.get("/crl/ManagementCA.crl")
+    crl = x509.load_der_x509_crl(await body_of(current))
+    assert crl.is_signature_valid(next_ca.certificate.public_key())  # type: ignore[arg-type]
+    old_id = gw.services.snapshot().cas["ManagementCA"].key_id
+    previous = await gw.client.get(f"/crl/ManagementCA/{old_id}.crl")
+    old_crl = x509.load_der_x509_crl(await body_of(previous))
+    assert old_crl.is_signature_valid(old_ca.public_key())  # type: ignore[arg-type]
