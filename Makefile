@@ -49,7 +49,7 @@ format: $(TEST_STAMP)
 	$(BIN)/ruff check --fix .
 
 bench: $(TEST_STAMP) clients
-	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
