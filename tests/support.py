@@ -25,6 +25,16 @@ CONFIG_EXAMPLE = REPO / "config.example"
 _KEYS: list[rsa.RSAPrivateKey] = []
 
 
+@dataclass
+class Clock:
+    """The gateway's "now" in a test: moved by the test, never by sleeping."""
+
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
 def copy_config(tmp: Path) -> Path:
     target = tmp / "config"
     shutil.copytree(CONFIG_EXAMPLE, target)

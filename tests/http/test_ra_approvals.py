@@ -6,8 +6,7 @@ import asyncio
 import subprocess
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,7 @@ from gateway.scep import client
 from gateway.scep.messages import MessageType, PkiStatus
 from gateway.store import PendingStatus
 from tests.conftest import Gateway, running_gateway
-from tests.support import Device, cn, fresh_key
+from tests.support import Clock, Device, cn, fresh_key
 
 pytestmark = pytest.mark.asyncio
 
@@ -33,14 +32,6 @@ ALIASES = {
     "aliases/ra-random.yaml": RA + "  name: {scheme: RANDOM, prefix: 'r-'}\n",
     "aliases/ra-approve.yaml": RA + "approval: {required: true, expire_hours: 1}\n",
 }
-
-
-@dataclass
-class Clock:
-    now: datetime = field(default_factory=lambda: datetime.now(UTC))
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -19,21 +18,13 @@ from gateway.cli import main
 from gateway.scep import client
 from gateway.scep.messages import PkiStatus
 from tests.conftest import Gateway, body_of, running_gateway
-from tests.support import Device, fresh_key, register
+from tests.support import Clock, Device, fresh_key, register
 
 pytestmark = pytest.mark.asyncio
 
 RENEW_ALIAS = {
     "aliases/renew.yaml": "ca: ManagementCA\nrenewal: {enabled: true, after_fraction: 0}\n",
 }
-
-
-@dataclass
-class Clock:
-    now: datetime = field(default_factory=lambda: datetime.now(UTC))
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture
