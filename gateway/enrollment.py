@@ -138,6 +138,10 @@ class Enrollment:
     async def _signer_record(self, request: PkiRequest) -> CertificateRecord | None:
         """The certificate we issued that signed this request (a renewal candidate), if any."""
         signer = request.signer
+        if signer.self_issued:
+            # RFC 8894 2.3: a first enrollment is signed with a self-signed throwaway
+            # certificate; only one a CA issued can be a renewal credential. Saves a query.
+            return None
         try:
             issuer = load_name(asn1_x509.Name.load(signer.issuer_der)).rfc4514_string()
         except ValueError:

@@ -100,14 +100,13 @@ class SchemeNaming:
                     "the end entity already holds a valid certificate; renew with it",
                     detail=f"username={username!r} serial={latest.serial:x}",
                 )
-        existing = await env.store.get_end_entity(username)
         entity = EndEntity(
             username=username,
             code_hash=RA_CODE_HASH,
             subject_dn=csr.subject.rfc4514_string(),
             ca=ctx.ca,
             status=EntityStatus.GENERATED,
-            created_at=existing.created_at if existing else ctx.now,
+            created_at=ctx.now,  # the store's upsert keeps an existing entity's created_at
             updated_at=ctx.now,
         )
         return replace(

@@ -84,6 +84,7 @@ def _signer(certificates: list[asn1_x509.Certificate], sid: cms.SignerIdentifier
                 issuer_der=cert.issuer.dump(),
                 serial=cert.serial_number,
                 public_key=public_key,
+                self_issued=cert.self_issued,
             )
     raise ValueError("signer certificate not included")
 

@@ -60,6 +60,7 @@ class Signer:
     issuer_der: bytes
     serial: int
     public_key: PublicKeyTypes
+    self_issued: bool = False  # issuer == subject: a client's throwaway certificate
 
 
 @dataclass(frozen=True)
