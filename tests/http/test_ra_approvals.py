@@ -14,6 +14,7 @@ from asn1crypto import cms
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
 
 from gateway.cli import main
 from gateway.errors import FailInfo
@@ -31,6 +32,9 @@ ALIASES = {
     "aliases/ra-open.yaml": RA + "  name: {scheme: DN, parameters: 'UID;CN', prefix: 'dev-'}\n",
     "aliases/ra-random.yaml": RA + "  name: {scheme: RANDOM, prefix: 'r-'}\n",
     "aliases/ra-approve.yaml": RA + "approval: {required: true, expire_hours: 1}\n",
+    "aliases/ra-fixed.yaml": RA
+    + "  name: {scheme: FIXED, parameters: kiosk, postfix: '-${RANDOM}'}\n",
+    "aliases/ra-username.yaml": RA + "  name: {scheme: USERNAME, prefix: 'u.'}\n",
 }
 
 
@@ -99,6 +103,37 @@ async def test_ra_mode_random_names(ra: tuple[Gateway, Clock]) -> None:
     randoms = [n for n in names if n.startswith("r-")]
     assert len(randoms) == 2
     assert all(len(n) == 14 and n[2:].isalnum() for n in randoms)
+
+
+async def test_ra_mode_dn_scheme_takes_the_first_field_present(
+    ra: tuple[Gateway, Clock],
+) -> None:
+    gw, _ = ra
+    device = Device("cn-part", key=fresh_key())
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.USER_ID, "uid-part"),
+            x509.NameAttribute(NameOID.COMMON_NAME, "cn-part"),
+        ]
+    )
+    body = device.message(device.csr(SECRET, subject), gw.recipients("ra-open"))
+    assert device.read(await gw.pki(body, "ra-open")).status is PkiStatus.SUCCESS
+    assert await gw.services.store.get_end_entity("dev-uid-part") is not None
+
+
+async def test_ra_mode_fixed_and_username_schemes(ra: tuple[Gateway, Clock]) -> None:
+    gw, _ = ra
+    for name in ("kiosk-a", "kiosk-b"):
+        reply = await _send(gw, "ra-fixed", Device(name, key=fresh_key()))
+        assert reply.status is PkiStatus.SUCCESS, reply.fail_info_text
+    reply = await _send(gw, "ra-username", Device("alice"))
+    assert reply.status is PkiStatus.SUCCESS, reply.fail_info_text
+    names = sorted(e.username for e in await gw.services.store.list_end_entities())
+    fixed = [n for n in names if n.startswith("kiosk-")]
+    # FIXED names every device alike; the random postfix keeps them apart.
+    assert len(fixed) == 2
+    assert all(len(n) == len("kiosk-") + 12 and n[6:].isalnum() for n in fixed)
+    assert "u.alice" in names
 
 
 async def test_ra_mode_wrong_secret(ra: tuple[Gateway, Clock]) -> None:
