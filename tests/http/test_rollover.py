@@ -115,6 +115,26 @@ async def test_rollover_lifecycle(rolling: tuple[Gateway, Clock], tmp_path: Path
     next_ca = gw.services.snapshot().cas["ManagementCA"].next
     assert next_ca is not None
     assert next_ca.certificate != old_ca
+    # An alias with an RA pair also gets the next RA pair, signed by the current RA signer.
+    ndes = await gw.client.get("/scep/ndes/pkiclient.exe?operation=GetNextCACert")
+    ndes_body = await body_of(ndes)
+    listed = _openssl("pkcs7", "-inform", "DER", "-print_certs", "-noout", data=ndes_body)
+    assert listed.stdout.decode().count("subject=") == 3
+    ra_signer = gw.settings.data_dir / "ca/ManagementCA/ra-signer.pem"
+    verified = _openssl(
+        "cms",
+        "-verify",
+        "-inform",
+        "DER",
+        "-certfile",
+        str(ra_signer),
+        "-CAfile",
+        str(old_pem),
+        "-purpose",
+        "any",
+        data=ndes_body,
+    )
+    assert verified.returncode == 0, verified.stderr
     assert (await gw.ca_certificate()) == old_ca
 
     # A request encrypted to the next CA before activation is issued by the next key.
