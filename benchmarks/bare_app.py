@@ -1,22 +1,23 @@
 """The baseline for GetCACaps/GetCACert: a bare Quart app on Hypercorn, served like the gateway.
 
-Same framework, same server settings as ``scep-gateway serve`` (one worker, no access log,
-keep-alive 30 s), same SCEP paths; it answers constant bodies (the gateway's own answers,
-read from files at start), so the difference to the gateway is the gateway's own work.
+Same framework, same server settings and worker processes as ``scep-gateway serve`` (the
+gateway's own Hypercorn configuration and supervisor), same SCEP paths; it answers constant
+bodies (the gateway's own answers, read from files at start), so the difference to the gateway
+is the gateway's own work.
 
-    python -m benchmarks.bare_app --bind 127.0.0.1:PORT --caps FILE --cacert FILE
+    python -m benchmarks.bare_app --bind 127.0.0.1:PORT --caps FILE --cacert FILE [--workers N]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import signal
+import sys
 from pathlib import Path
 
-from hypercorn.asyncio import serve
-from hypercorn.config import Config
 from quart import Quart, Response, request
+
+from gateway.serve import hypercorn_config, serve_workers
+from gateway.settings import Settings
 
 
 def create_app(caps: bytes, cacert: bytes, cacert_type: str) -> Quart:
@@ -50,22 +51,11 @@ def main() -> None:
     parser.add_argument("--caps", type=Path, required=True)
     parser.add_argument("--cacert", type=Path, required=True)
     parser.add_argument("--cacert-type", default="application/x-x509-ca-cert")
+    parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
-    app = create_app(args.caps.read_bytes(), args.cacert.read_bytes(), args.cacert_type)
-    config = Config()
-    config.bind = [args.bind]
-    config.accesslog = None
-    config.h11_max_incomplete_size = 64 * 1024 + 16 * 1024  # as scep-gateway serve
-    config.keep_alive_timeout = 30
-
-    async def run() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await serve(app, config, shutdown_trigger=stop.wait)
-
-    asyncio.run(run())
+    body = args.caps.read_bytes(), args.cacert.read_bytes(), args.cacert_type
+    config = hypercorn_config(Settings(bind=args.bind))
+    sys.exit(serve_workers(lambda: create_app(*body), config, args.workers))
 
 
 if __name__ == "__main__":

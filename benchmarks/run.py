@@ -426,17 +426,26 @@ class Bench:
         return messages
 
     async def gateway_sqlite(self, run: Run) -> None:
-        target = Target("gateway-sqlite", "scep-gateway serve, RA mode, SQLite (default)")
+        target = Target(
+            "gateway-sqlite",
+            f"scep-gateway serve --workers {self.args.workers}, RA mode, SQLite (default)",
+        )
         run.targets.append(target)
         log("gateway on SQLite")
         server = servers.start_gateway(
-            "gateway-sqlite", self.workdir / "gw-sqlite", self.secret, mode=self.args.gateway_mode
+            "gateway-sqlite",
+            self.workdir / "gw-sqlite",
+            self.secret,
+            mode=self.args.gateway_mode,
+            workers=self.args.workers,
         )
         bare: Server | None = None
         try:
             trust, cacert, cacert_type, caps = await self.trust_of(server)
             if not self.args.skip_gets:
-                bare = servers.start_bare(self.workdir / "bare", caps, cacert, cacert_type)
+                bare = servers.start_bare(
+                    self.workdir / "bare", caps, cacert, cacert_type, workers=self.args.workers
+                )
                 run.gets += await self.gets([server, bare], self.args.get_seconds)
                 bare.stop()
                 bare = None
@@ -450,7 +459,10 @@ class Bench:
             server.stop()
 
     async def gateway_postgres(self, run: Run) -> None:
-        target = Target("gateway-postgres", "scep-gateway serve, RA mode, PostgreSQL (local)")
+        target = Target(
+            "gateway-postgres",
+            f"scep-gateway serve --workers {self.args.workers}, RA mode, PostgreSQL (local)",
+        )
         run.targets.append(target)
         log("gateway on PostgreSQL")
         try:
@@ -466,6 +478,7 @@ class Bench:
                 self.secret,
                 database=url,
                 mode=self.args.gateway_mode,
+                workers=self.args.workers,
             )
             try:
                 trust, *_ = await self.trust_of(server)
@@ -530,6 +543,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--only", default="gateway-sqlite,gateway-postgres,micromdm", help="targets to run"
     )
     p.add_argument("--skip-gets", action="store_true")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=len(os.sched_getaffinity(0)),
+        help="scep-gateway serve --workers (default: one per core, as the README advises)",
+    )
     p.add_argument(
         "--gateway-mode",
         choices=("ra", "ca"),

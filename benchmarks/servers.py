@@ -96,17 +96,28 @@ class Server:
     def pid(self) -> int:
         return self.process.pid
 
+    def pids(self) -> list[int]:
+        """The server process and its worker processes (``serve --workers N`` forks them)."""
+        children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
+        return [self.pid, *map(int, children)]
+
     def status_kib(self, field_name: str) -> int:
-        """A /proc/<pid>/status memory field in KiB (VmHWM: peak RSS; VmRSS: current)."""
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith(field_name + ":"):
-                return int(line.split()[1])
-        raise KeyError(field_name)
+        """A /proc/<pid>/status memory field in KiB (VmHWM: peak RSS; VmRSS: current), summed
+        over the server's processes."""
+        total = 0
+        for pid in self.pids():
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith(field_name + ":"):
+                    total += int(line.split()[1])
+        return total
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time of the server process, all its threads."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / _clock_ticks()
+        """User + system CPU time of the server's processes, all their threads."""
+        ticks = 0
+        for pid in self.pids():
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])
+        return ticks / _clock_ticks()
 
     def threads(self) -> int:
         return len(os.listdir(f"/proc/{self.pid}/task"))
@@ -222,6 +233,7 @@ def start_gateway(
     *,
     database: str | None = None,
     mode: str = "ra",
+    workers: int = 1,
     cache: Path = CACHE,
 ) -> Server:
     """``scep-gateway serve`` as a user runs it: default settings, INFO logging to a file."""
@@ -240,6 +252,8 @@ def start_gateway(
         str(data),
         "--bind",
         f"{HOST}:{port}",
+        "--workers",
+        str(workers),
     ]
     if database:
         command += ["--database", database]
@@ -290,7 +304,9 @@ def start_micromdm(root: Path, secret: str, *, cache: Path = CACHE) -> Server:
     return server
 
 
-def start_bare(root: Path, caps: bytes, cacert: bytes, cacert_type: str) -> Server:
+def start_bare(
+    root: Path, caps: bytes, cacert: bytes, cacert_type: str, *, workers: int = 1
+) -> Server:
     root.mkdir(parents=True, exist_ok=True)
     (root / "caps.txt").write_bytes(caps)
     (root / "cacert.der").write_bytes(cacert)
@@ -307,6 +323,8 @@ def start_bare(root: Path, caps: bytes, cacert: bytes, cacert_type: str) -> Serv
         str(root / "cacert.der"),
         "--cacert-type",
         cacert_type,
+        "--workers",
+        str(workers),
     ]
     repo = Path(__file__).resolve().parents[1]
     log = root / "server.log"

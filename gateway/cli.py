@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import secrets
-import signal
 import string
 import sys
 from collections.abc import Sequence
@@ -17,8 +16,8 @@ from pathlib import Path
 
 from cryptography import x509
 
-from gateway import assembly
-from gateway.app import create_app, utc_now
+from gateway import assembly, serve
+from gateway.app import utc_now
 from gateway.ca import bootstrap
 from gateway.ca.crl import REASONS
 from gateway.ca.local import LocalCA
@@ -41,6 +40,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         data_dir=Path(args.data_dir),
         database_url=args.database,
         bind=getattr(args, "bind", "127.0.0.1:8080"),
+        workers=getattr(args, "workers", 1),
     )
 
 
@@ -50,28 +50,13 @@ def _fail(message: str) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from hypercorn.asyncio import serve
-    from hypercorn.config import Config as HypercornConfig
-
     settings = _settings(args)
-    app = create_app(settings)
-    hc = HypercornConfig()
-    hc.bind = [settings.bind]
-    hc.accesslog = None
-    # HTTP-06: GET PKIOperation URLs of 4096-bit requests exceed h11's 16 KiB default.
-    hc.h11_max_incomplete_size = settings.max_url_bytes + 16 * 1024
-    hc.keep_alive_timeout = 30
-
-    async def run() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await serve(app, hc, shutdown_trigger=stop.wait)
-
-    print(f"scep-gateway serving {settings.config_dir} on http://{settings.bind}", flush=True)
-    asyncio.run(run())
-    return 0
+    print(
+        f"scep-gateway serving {settings.config_dir} on http://{settings.bind} "
+        f"({settings.workers} worker{'s' if settings.workers > 1 else ''})",
+        flush=True,
+    )
+    return serve.run(settings)
 
 
 def _explain(snapshot: Snapshot, name: str) -> list[str]:
@@ -322,6 +307,13 @@ def cmd_crl(args: argparse.Namespace) -> int:
     return asyncio.run(_with_store(settings, action))
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -343,9 +335,16 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="scep-gateway", description="SCEP enrollment gateway")
     sub = top.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", parents=[common], help="serve SCEP over HTTP")
-    serve.add_argument("--bind", default="127.0.0.1:8080", help="HOST:PORT to listen on")
-    serve.set_defaults(func=cmd_serve)
+    serve_cmd = sub.add_parser("serve", parents=[common], help="serve SCEP over HTTP")
+    serve_cmd.add_argument("--bind", default="127.0.0.1:8080", help="HOST:PORT to listen on")
+    serve_cmd.add_argument(
+        "--workers",
+        type=_positive,
+        default=int(os.environ.get("SCEP_GATEWAY_WORKERS", "1")),
+        help="worker processes sharing the port; one per core uses the machine "
+        "(env SCEP_GATEWAY_WORKERS, default 1)",
+    )
+    serve_cmd.set_defaults(func=cmd_serve)
 
     check = sub.add_parser("check-config", parents=[common], help="validate a config directory")
     check.add_argument("directory")

@@ -27,12 +27,13 @@ RANK = {
     "http": 5,
     "reload": 5,
     "app": 6,
-    "cli": 6,
+    "serve": 7,
+    "cli": 8,
 }
 # Third-party packages that belong to exactly one part of the code.
 OWNERS = {
     "quart": {"http", "app"},
-    "hypercorn": {"cli"},
+    "hypercorn": {"serve"},
     "werkzeug": {"http", "app"},
     "yaml": {"config"},
     "jsonschema": {"config"},

@@ -65,7 +65,7 @@ class Server:
 
 
 def start_server(
-    tmp: Path, *, database: str | None = None, config_dir: Path | None = None
+    tmp: Path, *, database: str | None = None, config_dir: Path | None = None, workers: int = 1
 ) -> tuple[subprocess.Popen[bytes], Server]:
     port = _free_port()
     server = Server(
@@ -84,6 +84,8 @@ def start_server(
         str(server.data_dir),
         "--bind",
         f"127.0.0.1:{port}",
+        "--workers",
+        str(workers),
     ]
     if database:
         command += ["--database", database]

@@ -1,0 +1,142 @@
+"""Serving over HTTP with Hypercorn: one process, or several sharing one listening socket.
+
+The only module that knows about Hypercorn, sockets and worker processes. One Python process
+runs on one core at a time (the GIL); with ``workers`` > 1 the kernel hands each new
+connection to whichever worker accepts it first, and the workers share nothing but the
+database and the files: each has its own snapshot, reloader and metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from types import FrameType
+
+from hypercorn.asyncio import serve
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.typing import Framework
+
+from gateway.app import create_app, load_snapshot
+from gateway.settings import Settings
+from gateway.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def hypercorn_config(settings: Settings) -> HypercornConfig:
+    config = HypercornConfig()
+    config.bind = [settings.bind]
+    config.accesslog = None
+    # HTTP-06: GET PKIOperation URLs of 4096-bit requests exceed h11's 16 KiB default.
+    config.h11_max_incomplete_size = settings.max_url_bytes + 16 * 1024
+    config.keep_alive_timeout = 30
+    return config
+
+
+async def _serve_one(make_app: Callable[[], Framework], config: HypercornConfig) -> None:
+    app = make_app()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await serve(app, config, shutdown_trigger=stop.wait)
+
+
+async def _migrate(settings: Settings) -> None:
+    store = await Store.open(settings.database)  # runs the Alembic migrations
+    await store.close()
+
+
+def prepare(settings: Settings) -> None:
+    """Once, before any worker starts: create what the first start creates (demo CA, RA pair,
+    generated secrets) and migrate the database, so that workers never race to do it."""
+    load_snapshot(settings)
+    asyncio.run(_migrate(settings))
+
+
+def run(settings: Settings) -> int:
+    prepare(settings)
+    return serve_workers(lambda: create_app(settings), hypercorn_config(settings), settings.workers)
+
+
+def serve_workers(make_app: Callable[[], Framework], config: HypercornConfig, workers: int) -> int:
+    """Serve ``make_app()`` in ``workers`` processes (the app is made in each one)."""
+    if workers == 1:
+        asyncio.run(_serve_one(make_app, config))
+        return 0
+    # Each worker listens on a socket of its own with SO_REUSEPORT (Hypercorn sets it when
+    # workers > 1), so the kernel spreads connections evenly. One shared listening socket
+    # would not: the worker that wakes first accepts every pending connection, and keep-alive
+    # clients then stay on it. The parent binds first so a taken port fails here, at once.
+    return _supervise(make_app, config, _reuse_port_sockets(config, workers), workers)
+
+
+def _reuse_port_sockets(config: HypercornConfig, workers: int) -> list[socket.socket]:
+    shared = copy.copy(config)
+    shared.workers = workers  # makes Hypercorn set SO_REUSEPORT
+    sockets: list[socket.socket] = shared.create_sockets().insecure_sockets
+    return sockets
+
+
+def _serve_worker(make_app: Callable[[], Framework], config: HypercornConfig, workers: int) -> None:
+    """One worker: its own SO_REUSEPORT socket, handed to Hypercorn by descriptor."""
+    sockets = _reuse_port_sockets(config, workers)  # referenced until serving ends
+    own = copy.copy(config)
+    own.bind = [f"fd://{sock.fileno()}" for sock in sockets]
+    asyncio.run(_serve_one(make_app, own))
+
+
+def _supervise(
+    make_app: Callable[[], Framework],
+    config: HypercornConfig,
+    reservation: list[socket.socket],
+    workers: int,
+) -> int:
+    """Fork the workers, pass SIGINT/SIGTERM on to them, and wait. A worker that dies while
+    nobody asked it to stop takes the others down (the orchestrator restarts the pod)."""
+    children: set[int] = set()
+    stopping = False
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in children:
+            os.kill(pid, signum)
+
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                for sock in reservation:
+                    sock.close()
+                _serve_worker(make_app, config, workers)
+                code = 0
+            except BaseException:
+                log.exception("worker %d failed", os.getpid())
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        children.add(pid)
+    for sock in reservation:
+        sock.close()  # bound, never listening: it took no connection
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    log.info("%d workers: %s", len(children), ", ".join(map(str, sorted(children))))
+    exit_code = 0
+    while children:
+        pid, status = os.wait()
+        children.discard(pid)
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0 and not stopping:
+            log.error("worker %d exited with %d; stopping the others", pid, code)
+            exit_code = 1
+            forward(signal.SIGTERM, None)
+    return exit_code
