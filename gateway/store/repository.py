@@ -7,6 +7,8 @@ failures come out as :class:`~gateway.errors.StoreError` (or one of the subclass
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import sqlite3
 from collections.abc import AsyncIterator, Callable
@@ -21,6 +23,7 @@ from sqlalchemy import (
     Executable,
     RowMapping,
     Select,
+    bindparam,
     case,
     func,
     insert,
@@ -191,20 +194,33 @@ _UPSERT_KEEPS = frozenset({"username", "created_at"})
 """Columns of an existing end entity that an upsert leaves alone."""
 
 
-def _upsert_entity(dialect: str, entity: EndEntity) -> Executable:
-    """INSERT the end entity, or UPDATE the one of that username (atomic on both dialects)."""
-    values = _entity_values(entity)
-    if dialect == "postgresql":
-        pg = postgresql.insert(end_entities).values(values)
-        return pg.on_conflict_do_update(
+def _upsert_statement(dialect: str) -> Executable:
+    """INSERT an end entity, or UPDATE the one of that username (atomic on both dialects).
+
+    Built once per dialect and executed with the entity's values as parameters: SQLAlchemy
+    then compiles it once, instead of building and hashing a new statement per enrollment."""
+    statement = _UPSERTS.get(dialect)
+    if statement is None:
+        columns = [c.name for c in end_entities.c if c.name != "id"]
+        insert_ = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        base = insert_(end_entities)
+        statement = base.on_conflict_do_update(
             index_elements=[end_entities.c.username],
-            set_={k: pg.excluded[k] for k in values if k not in _UPSERT_KEEPS},
+            set_={k: base.excluded[k] for k in columns if k not in _UPSERT_KEEPS},
         )
-    lite = sqlite.insert(end_entities).values(values)
-    return lite.on_conflict_do_update(
-        index_elements=[end_entities.c.username],
-        set_={k: lite.excluded[k] for k in values if k not in _UPSERT_KEEPS},
-    )
+        _UPSERTS[dialect] = statement
+    return statement
+
+
+_UPSERTS: dict[str, Executable] = {}
+# Asked once per RA enrollment: built once (see _upsert_statement).
+_LATEST_CERTIFICATE = (
+    select(*_CERTIFICATE_COLUMNS)
+    .where(certificates.c.username == bindparam("username"), certificates.c.ca == bindparam("ca"))
+    .order_by(certificates.c.issued_at.desc(), certificates.c.id.desc())
+    .limit(1)
+)
+_INSERT_CERTIFICATE = insert(certificates)
 
 
 def _crl_from_row(row: RowMapping) -> CrlRecord:
@@ -287,6 +303,14 @@ class Store:
     def __init__(self, engine: AsyncEngine) -> None:
         """Wrap an engine whose database is migrated; use :meth:`open` instead."""
         self._engine: AsyncEngine | None = engine
+        # Built once: an options engine per write costs more than the write's own Python.
+        self._write_engine = engine.execution_options(**WRITE_OPTIONS)
+        # SQLite has one writer at a time; a waiting connection sleeps in SQLite's busy
+        # handler (up to 100 ms a nap). Queueing this process's writers here instead lets the
+        # next one start the moment the lock is free; other processes still use the handler.
+        self._sqlite_writers = (
+            asyncio.Lock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
+        )
 
     @classmethod
     async def open(cls, url: str) -> Store:
@@ -332,10 +356,11 @@ class Store:
     @asynccontextmanager
     async def _writing(self, action: str) -> AsyncIterator[AsyncConnection]:
         """One write transaction: committed at the end, rolled back on any exception."""
-        engine = self._live_engine()
+        self._live_engine()
         async with (
+            self._sqlite_writers,
             _translated(action),
-            engine.execution_options(**WRITE_OPTIONS).begin() as connection,
+            self._write_engine.begin() as connection,
         ):
             yield connection
 
@@ -431,11 +456,13 @@ class Store:
                     )
                     raise EntityNotEnrollable(claim_entity, status)
             if upsert_entity is not None:
-                await conn.execute(_upsert_entity(conn.dialect.name, upsert_entity))
+                await conn.execute(
+                    _upsert_statement(conn.dialect.name), _entity_values(upsert_entity)
+                )
             if complete_pending is not None:
                 await self._complete_pending(conn, complete_pending, cert.serial)
             try:
-                await conn.execute(insert(certificates).values(values))
+                await conn.execute(_INSERT_CERTIFICATE, values)
             except IntegrityError as exc:
                 if _is_unique_violation(exc):
                     raise SerialCollision(cert.ca, cert.serial) from exc
@@ -512,14 +539,9 @@ class Store:
 
     async def latest_certificate(self, username: str, ca: str) -> CertificateRecord | None:
         """The certificate that CA ``ca`` issued last to end entity ``username``, revoked or not."""
-        query = (
-            self._select_certificates()
-            .where(certificates.c.username == username, certificates.c.ca == ca)
-            .order_by(certificates.c.issued_at.desc(), certificates.c.id.desc())
-            .limit(1)
-        )
         async with self._reading(f"latest certificate of {username!r}") as connection:
-            row = (await connection.execute(query)).mappings().one_or_none()
+            result = await connection.execute(_LATEST_CERTIFICATE, {"username": username, "ca": ca})
+            row = result.mappings().one_or_none()
         return None if row is None else _certificate_from_row(row)
 
     async def find_certificate_by_serial(self, serial: int) -> list[CertificateRecord]:
