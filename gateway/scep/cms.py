@@ -6,6 +6,7 @@ in the order the caller gives.
 
 from __future__ import annotations
 
+import functools
 import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -78,28 +79,22 @@ def sign(
             *attributes,
         ]
     )
-    signature = signer.sign(attrs.dump(), digest(digest_name))
-    cert = asn1_x509.Certificate.load(signer.certificate.public_bytes(serialization.Encoding.DER))
-    key = signer.certificate.public_key()
-    sig_algo = (
-        f"{digest_name}_ecdsa" if isinstance(key, ec.EllipticCurvePublicKey) else "rsassa_pkcs1v15"
+    attrs_der = attrs.dump()
+    signature = signer.sign(attrs_der, digest(digest_name))
+    sid, digest_alg, signature_alg = _signer_parts(
+        signer.certificate.public_bytes(serialization.Encoding.DER), digest_name
     )
-    signer_info = cms.SignerInfo(
-        {
-            "version": "v1",
-            "sid": cms.SignerIdentifier(
-                name="issuer_and_serial_number",
-                value=cms.IssuerAndSerialNumber(
-                    {"issuer": cert.issuer, "serial_number": cert.serial_number}
-                ),
-            ),
-            "digest_algorithm": {"algorithm": digest_name},
-            "signed_attrs": attrs,
-            "signature_algorithm": {"algorithm": sig_algo},
-            "signature": signature,
-        }
+    signer_info = der.concat(
+        der.SEQUENCE,
+        [
+            der.small_integer(1),
+            sid,
+            digest_alg,
+            bytes([der.CONTEXT_0]) + attrs_der[1:],  # signedAttrs [0] IMPLICIT SET OF
+            signature_alg,
+            der.tlv(der.OCTET_STRING, signature),
+        ],
     )
-    digest_alg = cms.DigestAlgorithm({"algorithm": digest_name}).dump()
     body = [
         der.small_integer(1),
         der.tlv(der.SET, digest_alg),
@@ -108,11 +103,28 @@ def sign(
             der.ID_DATA + der.tlv(der.CONTEXT_0, der.tlv(der.OCTET_STRING, content)),
         ),
         der.concat(der.CONTEXT_0, certificates),
-        der.tlv(der.SET, signer_info.dump()),
+        der.tlv(der.SET, signer_info),
     ]
     return der.tlv(
         der.SEQUENCE,
         der.ID_SIGNED_DATA + der.tlv(der.CONTEXT_0, der.concat(der.SEQUENCE, body)),
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _signer_parts(cert_der: bytes, digest_name: str) -> tuple[bytes, bytes, bytes]:
+    """SignerIdentifier, digestAlgorithm and signatureAlgorithm of our signing certificate:
+    the same for every answer that key signs, so built once, not parsed per CertRep."""
+    cert = asn1_x509.Certificate.load(cert_der)
+    sid = cms.IssuerAndSerialNumber(
+        {"issuer": cert.issuer, "serial_number": cert.serial_number}
+    ).dump()
+    is_ec = cert.public_key.algorithm == "ec"
+    sig_algo = f"{digest_name}_ecdsa" if is_ec else "rsassa_pkcs1v15"
+    return (
+        sid,
+        cms.DigestAlgorithm({"algorithm": digest_name}).dump(),
+        cms.SignedDigestAlgorithm({"algorithm": sig_algo}).dump(),
     )
 
 
