@@ -281,14 +281,18 @@ def open_envelope(data: bytes, decrypters: Sequence[KeyDecrypter]) -> Opened:
 def envelope(
     plaintext: bytes,
     *,
-    recipient_der: bytes,
+    recipient_issuer_der: bytes,
+    recipient_serial: int,
     recipient_key: PublicKeyTypes,
     cipher_name: str,
     random: bytes,
 ) -> bytes:
-    """EnvelopedData of ``plaintext`` to one certificate (RFC 8894 3.2.2, 3.3.2.1).
+    """EnvelopedData of ``plaintext`` to one certificate (RFC 8894 3.2.2, 3.3.2.1), named by
+    its issuer and serial number.
 
-    ``random`` supplies key and IV bytes (at least key length + block length).
+    ``random`` supplies key and IV bytes (at least key length + block length). Assembled from
+    DER pieces: asn1crypto objects cost more here than the encryption itself.
+    encryptedContent is a primitive [0] (PyScep reads no other form).
     """
     if not isinstance(recipient_key, rsa.RSAPublicKey):
         raise ScepFailure(
@@ -302,29 +306,32 @@ def envelope(
     encryptor = content_cipher(cipher_name, key, iv).encryptor()
     ciphertext = encryptor.update(padder.update(plaintext) + padder.finalize())
     ciphertext += encryptor.finalize()
-    cert = asn1_x509.Certificate.load(recipient_der)
-    recipient = cms.KeyTransRecipientInfo(
-        {
-            "version": "v0",
-            "rid": cms.RecipientIdentifier(
-                name="issuer_and_serial_number",
-                value=cms.IssuerAndSerialNumber(
-                    {"issuer": cert.issuer, "serial_number": cert.serial_number}
-                ),
-            ),
-            "key_encryption_algorithm": {"algorithm": "rsaes_pkcs1v15"},
-            "encrypted_key": recipient_key.encrypt(key, padding.PKCS1v15()),
-        }
+    recipient = der.concat(
+        der.SEQUENCE,
+        [
+            der.small_integer(0),
+            der.concat(der.SEQUENCE, [recipient_issuer_der, der.integer(recipient_serial)]),
+            _RSAES_PKCS1V15,
+            der.tlv(der.OCTET_STRING, recipient_key.encrypt(key, padding.PKCS1v15())),
+        ],
     )
-    enveloped = cms.EnvelopedData(
-        {
-            "version": "v0",
-            "recipient_infos": [cms.RecipientInfo(name="ktri", value=recipient)],
-            "encrypted_content_info": {
-                "content_type": "data",
-                "content_encryption_algorithm": {"algorithm": cipher_name, "parameters": iv},
-                "encrypted_content": ciphertext,
-            },
-        }
+    algorithm = der.concat(
+        der.SEQUENCE, [_content_cipher_oid(cipher_name), der.tlv(der.OCTET_STRING, iv)]
     )
-    return bytes(cms.ContentInfo({"content_type": "enveloped_data", "content": enveloped}).dump())
+    content = der.concat(
+        der.SEQUENCE,
+        [der.ID_DATA, algorithm, der.tlv(der.CONTEXT_0_PRIMITIVE, ciphertext)],
+    )
+    enveloped = der.concat(
+        der.SEQUENCE, [der.small_integer(0), der.tlv(der.SET, recipient), content]
+    )
+    return der.tlv(der.SEQUENCE, der.ID_ENVELOPED_DATA + der.tlv(der.CONTEXT_0, enveloped))
+
+
+_RSAES_PKCS1V15: bytes = cms.KeyEncryptionAlgorithm({"algorithm": "rsaes_pkcs1v15"}).dump()
+
+
+@functools.lru_cache(maxsize=16)
+def _content_cipher_oid(cipher_name: str) -> bytes:
+    oid: bytes = cms.EncryptionAlgorithmId(cipher_name).dump()
+    return oid

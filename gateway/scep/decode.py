@@ -84,7 +84,9 @@ def _signer(certificates: list[asn1_x509.Certificate], sid: cms.SignerIdentifier
                 issuer_der=cert.issuer.dump(),
                 serial=cert.serial_number,
                 public_key=public_key,
-                self_issued=cert.self_issued,
+                # Byte equality, not RFC 5280 name matching: it only decides whether to
+                # look for a renewal credential, and a miss merely costs that lookup.
+                self_issued=cert.issuer.dump() == cert.subject.dump(),
             )
     raise ValueError("signer certificate not included")
 

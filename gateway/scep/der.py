@@ -15,6 +15,7 @@ INTEGER = 0x02
 OCTET_STRING = 0x04
 CONTEXT_0 = 0xA0  # [0] constructed
 CONTEXT_1 = 0xA1  # [1] constructed
+CONTEXT_0_PRIMITIVE = 0x80  # [0] IMPLICIT of a primitive type
 
 
 def length(n: int) -> bytes:
@@ -37,6 +38,13 @@ def small_integer(value: int) -> bytes:
     return tlv(INTEGER, value.to_bytes(max(1, (value.bit_length() + 8) // 8), "big"))
 
 
+def integer(value: int) -> bytes:
+    """Any INTEGER, minimal two's complement (serial numbers of clients can be negative)."""
+    magnitude = value if value >= 0 else ~value
+    return tlv(INTEGER, value.to_bytes((magnitude.bit_length() + 8) // 8, "big", signed=True))
+
+
 # RFC 5652 4, 5: id-data and id-signedData.
 ID_DATA = bytes.fromhex("06092a864886f70d010701")
 ID_SIGNED_DATA = bytes.fromhex("06092a864886f70d010702")
+ID_ENVELOPED_DATA = bytes.fromhex("06092a864886f70d010703")

@@ -67,7 +67,8 @@ def success(
     key_bytes = sum(CONTENT_CIPHERS[cipher])
     envelope = scep_cms.envelope(
         inner,
-        recipient_der=recipient.certificate_der,
+        recipient_issuer_der=recipient.issuer_der,
+        recipient_serial=recipient.serial,
         recipient_key=recipient.public_key,
         cipher_name=cipher,
         random=random[NONCE_BYTES : NONCE_BYTES + key_bytes],
