@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -45,7 +46,12 @@ class CaRuntime:
     def subject(self) -> x509.Name:
         return self.issuer.certificate.subject
 
-    @property
+    @cached_property
+    def certificate_der(self) -> bytes:
+        """What GetCACert answers most often, encoded once."""
+        return der(self.certificate)
+
+    @cached_property
     def key_id(self) -> str:
         """Short hex of the key identifier: names this generation's CRL series and URL."""
         ski = x509.SubjectKeyIdentifier.from_public_key(self.certificate.public_key())
@@ -154,7 +160,7 @@ class AliasRuntime:
         """GetCACert body and content type (RFC 8894 4.2.1)."""
         if self.config.scep_keys == "ra" or self.config.return_ca_chain:
             return cms.certs_only([der(c) for c in self._published(ca)]), CA_RA_CERT
-        return der(ca.certificate), CA_CERT
+        return ca.certificate_der, CA_CERT
 
     def ca_chain(self, ca: CaRuntime) -> bytes:
         """GetCACertChain (draft-nourse-scep <= 18, still served by EJBCA)."""

@@ -93,19 +93,20 @@ DEFAULT_PATHS = (
 
 async def _serve(alias_name: str) -> Response:
     svc = services()
-    response = await _answer(svc, alias_name)
-    operation = request.args.get("operation", "PKIOperation" if request.method == "POST" else "")
+    response, operation = await _answer(svc, alias_name)
     svc.metrics.inc(
         "scep_requests_total",
         alias=alias_name if alias_name in svc.snapshot().aliases else "unknown",
-        operation=operation if operation in transport.OPERATIONS else "invalid",
+        operation=operation,
         status=str(response.status_code),
     )
     return response
 
 
-async def _answer(svc: Services, alias_name: str) -> Response:
+async def _answer(svc: Services, alias_name: str) -> tuple[Response, str]:
+    """The response, and the operation for the metrics (``invalid`` if it did not parse)."""
     started = time.perf_counter()
+    op = "invalid"
     try:
         body = b""
         if request.method == "POST":
@@ -114,20 +115,20 @@ async def _answer(svc: Services, alias_name: str) -> Response:
         scep_request = transport.parse(
             request.method, request.query_string, body, max_url_bytes=svc.max_url
         )
+        op = scep_request.operation
         # One snapshot for the whole request: a reload in between does not mix configurations.
         alias = svc.snapshot().alias(alias_name)
-        op = scep_request.operation
         now = svc.clock()
         if op != "PKIOperation":
             ca = alias.select_ca(scep_request.message)
             if op == "GetCACaps":
-                return raw_response(alias.capabilities(ca, now), "text/plain")
+                return raw_response(alias.capabilities(ca, now), "text/plain"), op
             if op == "GetCACert":
-                return raw_response(*alias.ca_certificates(ca.at(now)))
+                return raw_response(*alias.ca_certificates(ca.at(now))), op
             if op == "GetCACertChain":
-                return raw_response(alias.ca_chain(ca.at(now)), CA_RA_CERT_CHAIN)
+                return raw_response(alias.ca_chain(ca.at(now)), CA_RA_CERT_CHAIN), op
             body = await asyncio.to_thread(alias.next_ca_certificates, ca, now)
-            return raw_response(body, NEXT_CA_CERT)
+            return raw_response(body, NEXT_CA_CERT), op
         answer = await svc.enrollment.pki_operation(alias, scep_request.payload)
         log.info(
             "PKIOperation alias=%s status=%s %.1f ms",
@@ -135,9 +136,9 @@ async def _answer(svc: Services, alias_name: str) -> Response:
             answer.status,
             (time.perf_counter() - started) * 1000,
         )
-        return raw_response(answer.body, PKI_MESSAGE)
+        return raw_response(answer.body, PKI_MESSAGE), op
     except GatewayError as error:
-        return problem(error)
+        return problem(error), op
 
 
 async def scep_alias(alias: str) -> Response:
