@@ -27,7 +27,9 @@ from gateway.scep.csr import load_name
 from gateway.scep.messages import MessageType, PkiRequest, ReplyTo, SignedMessage
 from gateway.store import (
     CertificateRecord,
+    EntityExists,
     EntityNotEnrollable,
+    PendingNotApproved,
     PendingStatus,
     SerialCollision,
     Store,
@@ -242,8 +244,10 @@ class Enrollment:
             record = CertificateRecord(
                 ca=keys.ca.name,
                 serial=serial,
-                subject_dn=cert.subject.rfc4514_string(),
-                issuer_dn=cert.issuer.rfc4514_string(),
+                # What was issued, without parsing the new certificate back (faster, and
+                # cryptography warns on every odd name a device sends, like C=USA).
+                subject_dn=ctx.subject.rfc4514_string(),
+                issuer_dn=keys.ca.subject.rfc4514_string(),
                 username=ctx.username,
                 transaction_id=ctx.request.transaction_id,
                 not_before=cert.not_valid_before_utc,
@@ -267,6 +271,17 @@ class Enrollment:
                     "the enrollment code has already been used; ask an operator to reset it",
                     detail=exc.detail,
                 ) from None
+            except EntityExists as exc:
+                # RA mode must not take over an end entity an operator registered.
+                raise ScepFailure(
+                    FailInfo.BAD_REQUEST,
+                    "this name belongs to a registered end entity",
+                    detail=exc.detail,
+                ) from None
+            except PendingNotApproved:
+                # A concurrent poll of the same approved request issued first: answer with
+                # that certificate (the key is the same), not with a second one.
+                return await self._issued_for_pending(ctx.pending_id)
             self._metrics.inc("scep_certificates_issued_total", alias=alias.name, ca=keys.ca.name)
             log.info(
                 "issued serial=%x subject=%s entity=%s transaction=%s ca=%s request=%s%s",
@@ -280,6 +295,18 @@ class Enrollment:
             )
             return cert
         raise ScepFailure(FailInfo.BAD_REQUEST, "could not allocate a serial number")
+
+    async def _issued_for_pending(self, pending_id: int | None) -> x509.Certificate:
+        pending = await self._store.get_pending(pending_id) if pending_id is not None else None
+        if pending is not None and pending.issued_serial is not None:
+            record = await self._store.get_certificate(pending.ca, pending.issued_serial)
+            if record is not None:
+                return x509.load_der_x509_certificate(record.der)
+        raise ScepFailure(
+            FailInfo.BAD_REQUEST,
+            "the request is no longer approved",
+            detail=f"pending request {pending_id}: {pending.status if pending else 'gone'}",
+        )
 
     async def _get_crl(
         self, alias: AliasRuntime, keys: ScepKeys, request: PkiRequest, reply: ReplyTo

@@ -12,12 +12,16 @@ import ipaddress
 import json
 from dataclasses import replace
 from datetime import timedelta
+from typing import Any
 
+from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 
 from gateway.errors import FailInfo, ScepFailure
 from gateway.policy.context import EnrollmentContext, Pending, PolicyEnv
 from gateway.policy.naming import RA_CODE_HASH
+from gateway.scep import csr as scep_csr
+from gateway.scep.csr import load_name
 from gateway.store import EndEntity, EntityStatus, PendingExists, PendingRequest, PendingStatus
 
 
@@ -30,7 +34,11 @@ def _san(name: x509.GeneralName) -> list[str]:
         return ["uri", name.value]
     if isinstance(name, x509.IPAddress):
         return ["ip", str(name.value)]
-    raise ValueError(f"cannot store SAN {name!r}")
+    raise ScepFailure(
+        FailInfo.BAD_REQUEST,
+        "a request with this kind of subject alternative name cannot wait for approval",
+        detail=f"cannot store SAN {name!r}",
+    )
 
 
 def _from_san(kind: str, value: str) -> x509.GeneralName:
@@ -48,7 +56,8 @@ def encode_decision(ctx: EnrollmentContext) -> str:
     entity = ctx.upsert_entity
     return json.dumps(
         {
-            "subject": ctx.subject.rfc4514_string() if ctx.subject else None,
+            # DER, not RFC 4514 text: not every name a CSR carries parses back from text.
+            "subject_der": ctx.subject.public_bytes().hex() if ctx.subject else None,
             "sans": [_san(n) for n in ctx.subject_alt_names],
             "username": ctx.username,
             "claim_entity": ctx.claim_entity,
@@ -59,7 +68,23 @@ def encode_decision(ctx: EnrollmentContext) -> str:
 
 def decode_decision(ctx: EnrollmentContext, decision: str) -> EnrollmentContext:
     """The context of a CertPoll, carrying what was decided (and approved) for the request."""
-    data = json.loads(decision)
+    try:
+        return _decoded(ctx, json.loads(decision))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ScepFailure(
+            FailInfo.BAD_REQUEST,
+            "the approved request cannot be issued; enroll again",
+            detail=f"stored decision unreadable: {exc}",
+        ) from None
+
+
+def _subject(data: dict[str, Any]) -> x509.Name:
+    if "subject_der" in data:
+        return load_name(asn1_x509.Name.load(bytes.fromhex(data["subject_der"])))
+    return x509.Name.from_rfc4514_string(data["subject"])  # stored before DER was
+
+
+def _decoded(ctx: EnrollmentContext, data: dict[str, Any]) -> EnrollmentContext:
     upsert = None
     if data["upsert_subject"] is not None:
         upsert = EndEntity(
@@ -75,12 +100,18 @@ def decode_decision(ctx: EnrollmentContext, decision: str) -> EnrollmentContext:
         ctx,
         authenticated=True,
         approved=True,
-        subject=x509.Name.from_rfc4514_string(data["subject"]),
+        subject=_subject(data),
         subject_alt_names=tuple(_from_san(k, v) for k, v in data["sans"]),
         username=data["username"],
         claim_entity=data["claim_entity"],
         upsert_entity=upsert,
     )
+
+
+def _same_key(stored_csr: bytes, csr: scep_csr.CertificationRequest) -> bool:
+    """The approval belongs to the key of the request that was approved, not to a name:
+    anyone else who can produce the name must not collect it."""
+    return bool(scep_csr.parse(stored_csr).public_key == csr.public_key)
 
 
 class ManualApproval:
@@ -92,13 +123,19 @@ class ManualApproval:
         if ctx.approved or ctx.renewal_of is not None:
             return ctx  # renewals of an approved device are not approved again
         store = env.store
-        if ctx.username is not None:
-            approved = await store.find_approved(self._alias, ctx.username)
-            if approved is not None:
-                # Approved before, but its issuance failed: issue now, no second approval.
-                return replace(ctx, approved=True, pending_id=approved.id)
         csr = ctx.request.csr
         assert csr is not None  # PKCSReq and RenewalReq carry one
+        if ctx.username is not None:
+            approved = await store.find_approved(self._alias, ctx.username)
+            if approved is not None and _same_key(approved.csr_der, csr):
+                # Approved before, but its issuance failed: issue now, no second approval;
+                # exactly what was approved (the new request only proves the same key).
+                base = replace(
+                    ctx,
+                    request=replace(ctx.request, csr=scep_csr.parse(approved.csr_der)),
+                    pending_id=approved.id,
+                )
+                return decode_decision(base, approved.decision)
         request = PendingRequest(
             alias=self._alias,
             ca=ctx.ca,

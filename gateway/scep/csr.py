@@ -8,6 +8,7 @@ refuses. We check the self-signature ourselves.
 from __future__ import annotations
 
 import ipaddress
+import warnings
 from dataclasses import dataclass
 
 from asn1crypto import csr as asn1_csr
@@ -34,18 +35,22 @@ class CertificationRequest:
 def load_name(value: asn1_x509.Name) -> x509.Name:
     """An asn1crypto Name as a cryptography Name (cryptography has no DER loader for Names)."""
     rdns = []
-    for rdn in value.chosen:
-        attrs = []
-        for ava in rdn:
-            text = ava["value"].native
-            attrs.append(
-                x509.NameAttribute(
-                    x509.ObjectIdentifier(ava["type"].dotted),
-                    text if isinstance(text, str) else str(text),
-                    _validate=False,
+    # Devices send names cryptography would not build (C=USA); we take them as they are, and
+    # cryptography's warning about each one says nothing an operator could act on.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        for rdn in value.chosen:
+            attrs = []
+            for ava in rdn:
+                text = ava["value"].native
+                attrs.append(
+                    x509.NameAttribute(
+                        x509.ObjectIdentifier(ava["type"].dotted),
+                        text if isinstance(text, str) else str(text),
+                        _validate=False,
+                    )
                 )
-            )
-        rdns.append(x509.RelativeDistinguishedName(attrs))
+            rdns.append(x509.RelativeDistinguishedName(attrs))
     return x509.Name(rdns)
 
 

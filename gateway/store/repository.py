@@ -207,6 +207,9 @@ def _upsert_statement(dialect: str) -> Executable:
         statement = base.on_conflict_do_update(
             index_elements=[end_entities.c.username],
             set_={k: base.excluded[k] for k in columns if k not in _UPSERT_KEEPS},
+            # Only an entity of the same kind (same code hash: the RA-mode marker) is
+            # updated; an operator-registered one is never taken over (EntityExists).
+            where=end_entities.c.code_hash == base.excluded.code_hash,
         )
         _UPSERTS[dialect] = statement
     return statement
@@ -427,8 +430,9 @@ class Store:
         - ``claim_entity``: that end entity moves from NEW or FAILED to GENERATED (else
           EntityNotEnrollable): its enrollment code is used up.
         - ``upsert_entity`` (RA mode): that end entity is inserted, or the one of its username
-          gets its subject DN, CA, code hash, status and ``updated_at`` (``created_at`` stays).
-          Exclusive with ``claim_entity`` (InvalidRecord).
+          gets its subject DN, CA, code hash, status and ``updated_at`` (``created_at`` stays)
+          if it has the same code hash; else EntityExists. Exclusive with ``claim_entity``
+          (InvalidRecord).
         - ``complete_pending``: that pending request moves from APPROVED to ISSUED and names the
           certificate's serial (else PendingNotApproved).
 
@@ -456,9 +460,11 @@ class Store:
                     )
                     raise EntityNotEnrollable(claim_entity, status)
             if upsert_entity is not None:
-                await conn.execute(
+                upserted = await conn.execute(
                     _upsert_statement(conn.dialect.name), _entity_values(upsert_entity)
                 )
+                if upserted.rowcount != 1:
+                    raise EntityExists(upsert_entity.username)
             if complete_pending is not None:
                 await self._complete_pending(conn, complete_pending, cert.serial)
             try:

@@ -22,7 +22,7 @@ from gateway.scep import client
 from gateway.scep.messages import MessageType, PkiStatus
 from gateway.store import PendingStatus
 from tests.conftest import Gateway, running_gateway
-from tests.support import Clock, Device, cn, fresh_key
+from tests.support import Clock, Device, cn, fresh_key, register
 
 pytestmark = pytest.mark.asyncio
 
@@ -35,6 +35,7 @@ ALIASES = {
     "aliases/ra-fixed.yaml": RA
     + "  name: {scheme: FIXED, parameters: kiosk, postfix: '-${RANDOM}'}\n",
     "aliases/ra-username.yaml": RA + "  name: {scheme: USERNAME, prefix: 'u.'}\n",
+    "aliases/ra-plain.yaml": RA,
 }
 
 
@@ -284,3 +285,70 @@ async def test_revocation_and_getcrl(ra: tuple[Gateway, Clock], tmp_path: Path) 
         .value.crl_number
         == number
     )
+
+
+async def test_an_approval_belongs_to_the_approved_key(ra: tuple[Gateway, Clock]) -> None:
+    gw, _ = ra
+    owner = Device("laptop-42", key=fresh_key())
+    assert (await _send(gw, "ra-approve", owner, transaction_id="tx-owner")).status is (
+        PkiStatus.PENDING
+    )
+    (pending,) = await gw.services.store.list_pending(status=PendingStatus.PENDING)
+    assert await _cli(gw, "approvals", "approve", str(pending.id)) == 0
+    # Someone else with the shared secret and the same name, before the owner polls.
+    intruder = Device("laptop-42", key=fresh_key())
+    reply = await _send(gw, "ra-approve", intruder, transaction_id="tx-intruder")
+    assert reply.status is PkiStatus.PENDING  # waits for an approval of its own
+    owner_reply = owner.read(await gw.pki(await _poll(gw, owner, "tx-owner"), "ra-approve"))
+    assert owner_reply.status is PkiStatus.SUCCESS, owner_reply.fail_info_text
+    assert owner_reply.certificates[0].public_key() == owner.key.public_key()
+
+
+async def test_concurrent_polls_of_one_approval_get_one_certificate(
+    ra: tuple[Gateway, Clock],
+) -> None:
+    gw, _ = ra
+    device = Device("eager-1", key=fresh_key())
+    await _send(gw, "ra-approve", device, transaction_id="tx-eager")
+    (pending,) = await gw.services.store.list_pending(status=PendingStatus.PENDING)
+    assert await _cli(gw, "approvals", "approve", str(pending.id)) == 0
+    poll = await _poll(gw, device, "tx-eager")
+    answers = await asyncio.gather(*(gw.pki(poll, "ra-approve") for _ in range(4)))
+    replies = [device.read(a) for a in answers]
+    assert all(r.status is PkiStatus.SUCCESS for r in replies), [r.fail_info_text for r in replies]
+    assert len({r.certificates[0].serial_number for r in replies}) == 1
+    assert await gw.services.store.count_certificates() == 1
+
+
+async def test_approval_of_a_name_cryptography_cannot_parse_back(
+    ra: tuple[Gateway, Clock],
+) -> None:
+    gw, _ = ra
+    device = Device("odd-name", key=fresh_key())
+    with pytest.warns(UserWarning, match="length must be"):
+        country = x509.NameAttribute(NameOID.COUNTRY_NAME, "USA", _validate=False)
+    subject = x509.Name([country, x509.NameAttribute(NameOID.COMMON_NAME, "odd-name")])
+    body = device.message(
+        device.csr(SECRET, subject), gw.recipients("ra-approve"), transaction_id="tx-odd"
+    )
+    assert device.read(await gw.pki(body, "ra-approve")).status is PkiStatus.PENDING
+    (pending,) = await gw.services.store.list_pending(status=PendingStatus.PENDING)
+    assert await _cli(gw, "approvals", "approve", str(pending.id)) == 0
+    reply = device.read(await gw.pki(await _poll(gw, device, "tx-odd"), "ra-approve"))
+    assert reply.status is PkiStatus.SUCCESS, reply.fail_info_text
+    issued = reply.certificates[0].public_bytes(serialization.Encoding.DER)
+    assert asn1_x509.Certificate.load(issued).subject.dump() == subject.public_bytes()
+
+
+async def test_ra_mode_never_takes_over_a_registered_entity(ra: tuple[Gateway, Clock]) -> None:
+    gw, _ = ra
+    await register(gw.services.store, "router1", "Enroll-Me-1")
+    before = await gw.services.store.get_end_entity("router1")
+    reply = await _send(gw, "ra-plain", Device("router1", key=fresh_key()))
+    assert reply.fail_info == FailInfo.BAD_REQUEST
+    assert reply.fail_info_text == "this name belongs to a registered end entity"
+    assert await gw.services.store.get_end_entity("router1") == before
+    # The device the operator registered still enrolls with its code.
+    owner = Device("router1", key=fresh_key())
+    ok = owner.read(await gw.pki(owner.pkcsreq("Enroll-Me-1", gw.recipients("scep")), "scep"))
+    assert ok.status is PkiStatus.SUCCESS, ok.fail_info_text

@@ -11,6 +11,7 @@ import pytest
 
 from gateway.store import (
     EndEntity,
+    EntityExists,
     EntityStatus,
     InvalidRecord,
     PendingNotApproved,
@@ -59,11 +60,11 @@ async def test_upsert_inserts_a_new_entity_with_the_certificate(store: Store) ->
 
 
 async def test_upsert_updates_an_existing_entity_and_keeps_created_at(store: Store) -> None:
-    await store.add_end_entity(make_entity("ra-1", status=EntityStatus.NEW, code_hash="old"))
+    await store.add_end_entity(make_entity("ra-1", status=EntityStatus.NEW, code_hash="ra$x"))
     await store.add_end_entity(make_entity("bystander"))
     upsert = EndEntity(
         username="ra-1",
-        code_hash="ra$new",
+        code_hash="ra$x",
         subject_dn="CN=ra-1,OU=Moved,O=Example",
         ca="other-ca",
         status=EntityStatus.FAILED,
@@ -96,9 +97,21 @@ async def test_claim_and_upsert_together_are_refused(store: Store) -> None:
     assert await store.count_certificates() == 0
 
 
+async def test_upsert_never_takes_over_a_registered_entity(store: Store) -> None:
+    """RA mode must not overwrite an end entity an operator registered with a code."""
+    await store.add_end_entity(make_entity("router1"))
+    with pytest.raises(EntityExists):
+        await store.record_issuance(
+            make_certificate(0x77, username="router1"),
+            upsert_entity=ra_entity("router1", subject_dn="CN=router1,O=Evil"),
+        )
+    assert await store.get_end_entity("router1") == make_entity("router1")
+    assert await store.count_certificates() == 0
+
+
 async def test_serial_collision_rolls_back_the_upsert(store: Store) -> None:
     await store.record_issuance(make_certificate(0xC0FFEE, username=None))
-    await store.add_end_entity(make_entity("known"))
+    await store.add_end_entity(make_entity("known", code_hash="ra$no-code"))
 
     with pytest.raises(SerialCollision):
         await store.record_issuance(
@@ -110,7 +123,7 @@ async def test_serial_collision_rolls_back_the_upsert(store: Store) -> None:
             upsert_entity=ra_entity("known", subject_dn="CN=changed", at=timedelta(days=1)),
         )
     assert await store.get_end_entity("ra-1") is None
-    assert await store.get_end_entity("known") == make_entity("known")
+    assert await store.get_end_entity("known") == make_entity("known", code_hash="ra$no-code")
     assert await store.count_certificates() == 1
 
 
