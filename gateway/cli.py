@@ -126,6 +126,12 @@ def cmd_ca_rollover(args: argparse.Namespace) -> int:
     )
     assembly.prepare(config, settings.data_dir, now=now)
     runtime = assembly.build_ca(settings.data_dir, cfg)
+    if runtime.next is not None and runtime.at(now) is runtime.next:
+        # Writing the rollover files now would overwrite the key that is issuing.
+        return _fail(
+            f"the rollover certificate of {args.ca} is the active CA now: point `certificate` "
+            f"and `key` in {cfg.source} at the rollover files, then roll over again"
+        )
     if runtime.upcoming(now) is not None and not args.force:
         return _fail(
             "a rollover certificate is already waiting for activation (--force replaces it)"

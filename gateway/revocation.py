@@ -65,7 +65,9 @@ class CrlPublisher:
     ) -> tuple[CertificateRecord, CrlRecord]:
         """Revoke and publish the CRL that lists it, at once."""
         record = await self._store.revoke_certificate(ca.name, serial, reason, self._clock())
-        return record, await self.publish(ca)
+        # The CRL of the key that issued it: after a rollover that need not be ``ca`` itself.
+        issuer = next((g for g in ca.generations if issued_by(record.der, g.issuer)), ca)
+        return record, await self.publish(issuer)
 
     async def refresh_forever(self, snapshot: Callable[[], Snapshot], stop: asyncio.Event) -> None:
         """Keep every CA's CRL from expiring (each replica may do it; numbers never clash)."""

@@ -67,14 +67,25 @@ def run(settings: Settings) -> int:
 
 def serve_workers(make_app: Callable[[], Framework], config: HypercornConfig, workers: int) -> int:
     """Serve ``make_app()`` in ``workers`` processes (the app is made in each one)."""
+    # Bind once first, without SO_REUSEPORT, so that a taken port (a stale instance too)
+    # fails here, at once and in one line.
+    try:
+        for sock in config.create_sockets().insecure_sockets:
+            sock.close()
+    except OSError as exc:
+        print(
+            f"scep-gateway: cannot listen on {', '.join(config.bind)}: {exc.strerror}",
+            file=sys.stderr,
+        )
+        return 1
     if workers == 1:
         asyncio.run(_serve_one(make_app, config))
         return 0
     # Each worker listens on a socket of its own with SO_REUSEPORT (Hypercorn sets it when
     # workers > 1), so the kernel spreads connections evenly. One shared listening socket
     # would not: the worker that wakes first accepts every pending connection, and keep-alive
-    # clients then stay on it. The parent binds first so a taken port fails here, at once.
-    return _supervise(make_app, config, _reuse_port_sockets(config, workers), workers)
+    # clients then stay on it.
+    return _supervise(make_app, config, workers)
 
 
 def _reuse_port_sockets(config: HypercornConfig, workers: int) -> list[socket.socket]:
@@ -92,12 +103,7 @@ def _serve_worker(make_app: Callable[[], Framework], config: HypercornConfig, wo
     asyncio.run(_serve_one(make_app, own))
 
 
-def _supervise(
-    make_app: Callable[[], Framework],
-    config: HypercornConfig,
-    reservation: list[socket.socket],
-    workers: int,
-) -> int:
+def _supervise(make_app: Callable[[], Framework], config: HypercornConfig, workers: int) -> int:
     """Fork the workers, pass SIGINT/SIGTERM on to them, and wait. A worker that dies while
     nobody asked it to stop takes the others down (the orchestrator restarts the pod)."""
     children: set[int] = set()
@@ -109,13 +115,23 @@ def _supervise(
         for pid in children:
             os.kill(pid, signum)
 
+    # Before the first fork: a SIGTERM while forking must not orphan the workers.
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    exit_code = 0
     for _ in range(workers):
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:
+            log.exception("cannot start a worker")
+            exit_code = 1
+            forward(signal.SIGTERM, None)
+            break
         if pid == 0:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the siblings' supervisor
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
             code = 1
             try:
-                for sock in reservation:
-                    sock.close()
                 _serve_worker(make_app, config, workers)
                 code = 0
             except BaseException:
@@ -125,12 +141,7 @@ def _supervise(
                 sys.stderr.flush()
                 os._exit(code)
         children.add(pid)
-    for sock in reservation:
-        sock.close()  # bound, never listening: it took no connection
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
     log.info("%d workers: %s", len(children), ", ".join(map(str, sorted(children))))
-    exit_code = 0
     while children:
         pid, status = os.wait()
         children.discard(pid)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 from cryptography import x509
 
 from gateway.scep.messages import PkiStatus
-from tests.interop.conftest import Server, start_server, stop_server
+from tests.interop.conftest import GATEWAY, Server, start_server, stop_server
 from tests.support import Device
 
 ENROLLMENTS = 24
@@ -63,5 +64,33 @@ def test_a_dead_worker_stops_the_server(tmp_path: Path) -> None:
         # orchestrator restarts the whole server instead of running it half-sized.
         assert process.wait(timeout=20) == 1
         assert not Path(f"/proc/{survivor}").exists()
+    finally:
+        stop_server(process)
+
+
+def test_a_taken_port_fails_at_once(tmp_path: Path) -> None:
+    process, server = start_server(tmp_path / "first", workers=2)
+    try:
+        port = server.base.rsplit(":", 1)[1]
+        second = subprocess.run(
+            [
+                GATEWAY,
+                "serve",
+                "--config",
+                str(server.config_dir),
+                "--data-dir",
+                str(tmp_path / "second"),
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "2",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert second.returncode != 0
+        assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in second.stderr
     finally:
         stop_server(process)

@@ -385,6 +385,16 @@ def references(
         for ca in config.cas.values()
         if ca.ra is not None and ca.rollover is not None and ca.rollover.signer is None
     ]
+    issues += [
+        # Else every CRL request would sign a new CRL: it is always "about to expire".
+        ConfigIssue(
+            ca.source,
+            "$.crl.refresh_before_hours",
+            "must be less than crl.validity_hours",
+        )
+        for ca in config.cas.values()
+        if ca.crl.refresh_before_hours >= ca.crl.validity_hours
+    ]
     for alias in config.aliases.values():
         src = alias.source
         if alias.ca is None and not alias.cas:
@@ -417,6 +427,15 @@ def references(
                     src,
                     "$.end_entity_profile",
                     f"unknown end entity profile {alias.end_entity_profile!r}",
+                )
+            )
+        authenticate = {p.type for p in alias.policies.get("authenticate", ())}
+        if alias.mode == "ra" and "challenge.end_entity" in authenticate:
+            issues.append(
+                ConfigIssue(
+                    src,
+                    "$.policies.authenticate",
+                    "challenge.end_entity needs registered end entities: use `mode: ca`",
                 )
             )
         if alias.mode == "ra" and alias.ra.secret is None and "authenticate" not in alias.policies:

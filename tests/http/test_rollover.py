@@ -5,9 +5,10 @@ The clock is the test's: activation happens when the test moves it, not after a 
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -167,3 +168,51 @@ async def test_rollover_lifecycle(rolling: tuple[Gateway, Clock], tmp_path: Path
     previous = await gw.client.get(f"/crl/ManagementCA/{old_id}.crl")
     old_crl = x509.load_der_x509_crl(await body_of(previous))
     assert old_crl.is_signature_valid(old_ca.public_key())  # type: ignore[arg-type]
+
+    # Revoking a certificate of the new key after activation lists it in the new key's CRL.
+    settings = gw.settings
+    revoked = await asyncio.to_thread(
+        main,
+        [
+            "cert",
+            "revoke",
+            f"{late.certificates[0].serial_number:x}",
+            "--reason",
+            "keyCompromise",
+            "--config",
+            str(settings.config_dir),
+            "--data-dir",
+            str(settings.data_dir),
+            "--database",
+            str(settings.database_url),
+        ],
+    )
+    assert revoked == 0
+    active_crl = await body_of(await gw.client.get("/crl/ManagementCA.crl"))
+    serial = late.certificates[0].serial_number
+    assert x509.load_der_x509_crl(active_crl).get_revoked_certificate_by_serial_number(serial)
+
+
+async def test_no_second_rollover_over_the_active_key(rolling: tuple[Gateway, Clock]) -> None:
+    gw, _ = rolling
+    past = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+    await _roll(gw, "--activate-at", past)
+    next_key = gw.settings.data_dir / "ca/ManagementCA/next/ca.key"
+    active = next_key.read_bytes()
+    settings = gw.settings
+    code = main(
+        [
+            "ca",
+            "rollover",
+            "ManagementCA",
+            "--in-hours",
+            "24",
+            "--force",
+            "--config",
+            str(settings.config_dir),
+            "--data-dir",
+            str(settings.data_dir),
+        ]
+    )
+    assert code == 1
+    assert next_key.read_bytes() == active
