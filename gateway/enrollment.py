@@ -254,6 +254,7 @@ class Enrollment:
                 not_after=cert.not_valid_after_utc,
                 der=cert.public_bytes(serialization.Encoding.DER),
                 issued_at=ctx.now,
+                alias=alias.name,
             )
             try:
                 await self._store.record_issuance(

@@ -6,6 +6,7 @@ import string
 from collections.abc import Callable
 from dataclasses import replace
 
+from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 
 from gateway.config.model import NameScheme
@@ -13,6 +14,7 @@ from gateway.errors import FailInfo, ScepFailure
 from gateway.policy import dn
 from gateway.policy.authenticate import username_of
 from gateway.policy.context import EnrollmentContext, Pending, PolicyEnv
+from gateway.scep.csr import load_name
 from gateway.store import EndEntity, EntityStatus
 
 
@@ -81,8 +83,11 @@ class SchemeNaming:
         csr = ctx.request.csr
         if csr is None:
             raise ScepFailure(FailInfo.BAD_REQUEST, "no certificate request")
+        subject = csr.subject
         if ctx.renewal_of is not None and ctx.renewal_of.username:
             username = ctx.renewal_of.username
+            # EJBCA: a renewal gets the end entity's DN, not whatever the new CSR asks for.
+            subject = load_name(asn1_x509.Certificate.load(ctx.renewal_of.der).subject)
         else:
             base = self._name(csr.subject, env)
             if not base:
@@ -103,12 +108,12 @@ class SchemeNaming:
         entity = EndEntity(
             username=username,
             code_hash=RA_CODE_HASH,
-            subject_dn=csr.subject.rfc4514_string(),
+            subject_dn=subject.rfc4514_string(),
             ca=ctx.ca,
             status=EntityStatus.GENERATED,
             created_at=ctx.now,  # the store's upsert keeps an existing entity's created_at
             updated_at=ctx.now,
         )
         return replace(
-            ctx, username=username, subject=csr.subject, upsert_entity=entity, end_entity=entity
+            ctx, username=username, subject=subject, upsert_entity=entity, end_entity=entity
         )

@@ -41,6 +41,14 @@ class SignerCertificateRenewal:
             raise ScepFailure(
                 FailInfo.BAD_CERT_ID, "the signing certificate is not from this CA", detail=detail
             )
+        if old.alias is not None and old.alias != ctx.alias:
+            # An alias's secret, profiles and approvals guard its certificates; one from
+            # another alias of the same CA does not vouch for a device here.
+            raise ScepFailure(
+                FailInfo.BAD_CERT_ID,
+                "the signing certificate was issued on another alias",
+                detail=f"{detail}; issued on {old.alias!r}",
+            )
         if old.revoked_at is not None:
             raise ScepFailure(
                 FailInfo.BAD_CERT_ID, "the signing certificate is revoked", detail=detail

@@ -169,11 +169,14 @@ class CertificateRecord:
     issued_at: datetime
     revoked_at: datetime | None = None
     revocation_reason: str | None = None
+    alias: str | None = None
+    """The SCEP alias that issued it (None: issued before aliases were recorded)."""
 
     def __post_init__(self) -> None:
         for name in ("ca", "subject_dn", "issuer_dn", "transaction_id"):
             _text(name, getattr(self, name))
         _text("username", self.username, optional=True)
+        _text("alias", self.alias, optional=True)
         _text("revocation_reason", self.revocation_reason, optional=True)
         check_serial(self.serial)
         object.__setattr__(self, "der", _bytes("der", self.der))

@@ -120,6 +120,7 @@ def _certificate_from_row(row: RowMapping) -> CertificateRecord:
         issued_at=row["issued_at"],
         revoked_at=row["revoked_at"],
         revocation_reason=row["revocation_reason"],
+        alias=row["alias"],
     )
 
 
@@ -137,6 +138,7 @@ def _certificate_values(cert: CertificateRecord) -> dict[str, Any]:
         "issued_at": cert.issued_at,
         "revoked_at": cert.revoked_at,
         "revocation_reason": cert.revocation_reason,
+        "alias": cert.alias,
     }
 
 

@@ -104,6 +104,8 @@ certificates = Table(
     Column("issued_at", UTCDateTime, nullable=False),
     Column("revoked_at", UTCDateTime, nullable=True),
     Column("revocation_reason", Text, nullable=True),
+    # The SCEP alias that issued it: a certificate renews only where it was issued.
+    Column("alias", Text, nullable=True),
     UniqueConstraint("ca", "serial", name="uq_certificates_ca_serial"),
     Index("ix_certificates_issuer_dn_serial", "issuer_dn", "serial"),
     # Also serves look-ups by username alone (it replaced ix_certificates_username).

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from cryptography.x509.oid import NameOID
 
 from gateway.errors import FailInfo
 from gateway.scep import client
@@ -177,3 +178,32 @@ async def test_renewal_where_not_enabled_is_badrequest(gw: tuple[Gateway, Clock]
     reply = await _renew(gateway, "no-renew", "renew-disabled", old)
     assert reply.fail_info == FailInfo.BAD_REQUEST
     assert reply.fail_info_text == "renewal is not enabled here"
+
+
+async def test_a_certificate_renews_only_on_its_own_alias(gw: tuple[Gateway, Clock]) -> None:
+    gateway, clock = gw
+    _, old = await _enroll(gateway, "renew-same-key", "renew-elsewhere")
+    clock.now += HALF_A_YEAR
+    reply = await _renew(gateway, "renew", "renew-elsewhere", old)
+    assert reply.fail_info == FailInfo.BAD_CERT_ID
+    assert reply.fail_info_text == "the signing certificate was issued on another alias"
+
+
+async def test_ra_renewal_keeps_the_subject_it_renews(gw: tuple[Gateway, Clock]) -> None:
+    gateway, clock = gw
+    _, old = await _enroll(gateway, "renew", "renew-dn")
+    clock.now += HALF_A_YEAR
+    # Same CN, one more field: the renewal does not grant it.
+    renewer = Device("renew-dn", key=fresh_key(), signer=old)
+    wider = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "admins"),
+            x509.NameAttribute(NameOID.COMMON_NAME, "renew-dn"),
+        ]
+    )
+    body = renewer.message(
+        renewer.csr(None, wider), gateway.recipients("renew"), message_type=MessageType.RENEWAL_REQ
+    )
+    reply = renewer.read(await gateway.pki(body, "renew"))
+    assert reply.status is PkiStatus.SUCCESS, reply.fail_info_text
+    assert reply.certificates[0].subject == old.certificate.subject

@@ -68,11 +68,11 @@ async def _roll(gw: Gateway, *args: str) -> None:
 
 
 async def _enroll(
-    gw: Gateway, name: str, recipient: x509.Certificate
+    gw: Gateway, name: str, recipient: x509.Certificate, alias: str = "scep"
 ) -> tuple[Device, client.CertRep]:
     await register(gw.services.store, name, "code")
     device = Device(name)
-    return device, device.read(await gw.pki(device.pkcsreq("code", [recipient])))
+    return device, device.read(await gw.pki(device.pkcsreq("code", [recipient]), alias))
 
 
 async def test_rollover_lifecycle(rolling: tuple[Gateway, Clock], tmp_path: Path) -> None:
@@ -82,7 +82,7 @@ async def test_rollover_lifecycle(rolling: tuple[Gateway, Clock], tmp_path: Path
     assert b"GetNextCACert" not in body
     assert (await _get(gw, "GetNextCACert"))[0] == 403
 
-    holder, before = await _enroll(gw, "before", old_ca)
+    holder, before = await _enroll(gw, "before", old_ca, "renew")  # renews there later
     assert before.status is PkiStatus.SUCCESS
     await _roll(gw, "--in-hours", "1")
 
