@@ -31,14 +31,18 @@ class CrlPublisher:
         self._store = store
         self._clock = clock
 
-    async def publish(self, ca: CaRuntime) -> CrlRecord:
-        """Sign and store a new CRL with every revoked certificate of this CA key."""
-        now = self._clock()
-        revoked = [
+    async def _revoked(self, ca: CaRuntime) -> list[Revoked]:
+        return [
             Revoked(r.serial, r.revoked_at, r.revocation_reason or "unspecified")
             for r in await self._store.revoked_certificates(ca.name)
             if r.revoked_at is not None and issued_by(r.der, ca.issuer)
         ]
+
+    async def publish(self, ca: CaRuntime, revoked: list[Revoked] | None = None) -> CrlRecord:
+        """Sign and store a new CRL with every revoked certificate of this CA key."""
+        now = self._clock()
+        if revoked is None:
+            revoked = await self._revoked(ca)
         next_update = now + timedelta(hours=ca.crl.validity_hours)
 
         def sign(number: int) -> bytes:
@@ -56,8 +60,15 @@ class CrlPublisher:
         """The newest CRL, signed anew first if there is none or it is about to expire."""
         latest = await self._store.latest_crl(crl_key(ca))
         refresh = timedelta(hours=ca.crl.refresh_before_hours)
-        if latest is None or latest.next_update - refresh <= self._clock():
-            latest = await self.publish(ca)
+        revoked = await self._revoked(ca)
+        if (
+            latest is None
+            or latest.next_update - refresh <= self._clock()
+            # Another replica may have numbered its CRL after a revocation it had not seen:
+            # a revocation newer than the CRL means the CRL is stale.
+            or any(r.revoked_at > latest.this_update for r in revoked)
+        ):
+            latest = await self.publish(ca, revoked)
         return latest.der
 
     async def revoke(

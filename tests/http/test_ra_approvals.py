@@ -21,7 +21,7 @@ from gateway.errors import FailInfo
 from gateway.scep import client
 from gateway.scep.messages import MessageType, PkiStatus
 from gateway.store import PendingStatus
-from tests.conftest import Gateway, running_gateway
+from tests.conftest import Gateway, body_of, running_gateway
 from tests.support import Clock, Device, cn, fresh_key, register
 
 pytestmark = pytest.mark.asyncio
@@ -352,3 +352,19 @@ async def test_ra_mode_never_takes_over_a_registered_entity(ra: tuple[Gateway, C
     owner = Device("router1", key=fresh_key())
     ok = owner.read(await gw.pki(owner.pkcsreq("Enroll-Me-1", gw.recipients("scep")), "scep"))
     assert ok.status is PkiStatus.SUCCESS, ok.fail_info_text
+
+
+async def test_a_crl_older_than_a_revocation_is_signed_anew(ra: tuple[Gateway, Clock]) -> None:
+    gw, clock = ra
+    issued = (await _send(gw, "ra-plain", Device("stale-crl", key=fresh_key()))).certificates[0]
+    first = x509.load_der_x509_crl(await body_of(await gw.client.get("/crl/ManagementCA.crl")))
+    # A revocation whose own CRL never got out (another replica numbered its CRL first, or
+    # the publish after the revocation failed).
+    clock.now += timedelta(seconds=1)
+    await gw.services.store.revoke_certificate(
+        "ManagementCA", issued.serial_number, "keyCompromise", clock.now
+    )
+    served = x509.load_der_x509_crl(await body_of(await gw.client.get("/crl/ManagementCA.crl")))
+    assert served.get_revoked_certificate_by_serial_number(issued.serial_number) is not None
+    number = served.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    assert number > first.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
