@@ -29,6 +29,8 @@ from gateway.store import (
     CertificateRecord,
     EntityExists,
     EntityNotEnrollable,
+    ExpectLatest,
+    LatestCertificateChanged,
     PendingNotApproved,
     PendingStatus,
     SerialCollision,
@@ -262,6 +264,7 @@ class Enrollment:
                     claim_entity=ctx.claim_entity,
                     upsert_entity=ctx.upsert_entity,
                     complete_pending=ctx.pending_id,
+                    expect_latest=self._expect_latest(ctx),
                 )
             except SerialCollision:
                 continue  # RFC 5280 4.1.2.2: serials are unique per CA; draw another
@@ -277,6 +280,16 @@ class Enrollment:
                 raise ScepFailure(
                     FailInfo.BAD_REQUEST,
                     "this name belongs to a registered end entity",
+                    detail=exc.detail,
+                ) from None
+            except LatestCertificateChanged as exc:
+                # The policies' checks, repeated atomically: a concurrent request for the
+                # same end entity (on any replica) was issued first.
+                raise ScepFailure(
+                    FailInfo.BAD_REQUEST,
+                    "the end entity already holds a valid certificate; renew with it"
+                    if exc.expected is None
+                    else "a newer certificate exists; renew with that one",
                     detail=exc.detail,
                 ) from None
             except PendingNotApproved:
@@ -296,6 +309,14 @@ class Enrollment:
             )
             return cert
         raise ScepFailure(FailInfo.BAD_REQUEST, "could not allocate a serial number")
+
+    @staticmethod
+    def _expect_latest(ctx: EnrollmentContext) -> ExpectLatest | None:
+        if ctx.renewal_of is not None:
+            return ExpectLatest(ctx.renewal_of.serial, ctx.now)
+        if ctx.upsert_entity is not None:  # RA mode: one valid certificate per end entity
+            return ExpectLatest(None, ctx.now)
+        return None  # CA mode: the one-time code (claim_entity) already guards it
 
     async def _issued_for_pending(self, pending_id: int | None) -> x509.Certificate:
         pending = await self._store.get_pending(pending_id) if pending_id is not None else None

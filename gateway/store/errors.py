@@ -118,3 +118,19 @@ class PendingNotApproved(StoreError):
         )
         self.id = pending_id
         self.status = status
+
+
+class LatestCertificateChanged(StoreError):
+    """The end entity's latest certificate is not what the issuance expected: another
+    issuance to the same end entity (a replica, a concurrent request) came first."""
+
+    def __init__(self, username: str, expected: int | None, latest: int | None) -> None:
+        want = "no valid certificate" if expected is None else f"latest {expected:x}"
+        have = "none" if latest is None else f"{latest:x}"
+        super().__init__(
+            "the end entity's certificates changed",
+            detail=f"end entity {username!r}: expected {want}, found {have}",
+        )
+        self.username = username
+        self.expected = expected
+        self.latest = latest

@@ -246,3 +246,12 @@ class PendingRequest:
         _integer("id", self.id, optional=True)
         if self.issued_serial is not None:
             check_serial(self.issued_serial)
+
+
+@dataclass(frozen=True)
+class ExpectLatest:
+    """What an issuance expects of the end entity's certificates (Store.record_issuance):
+    ``serial`` is the latest one (a renewal), or None for "no certificate valid at ``now``"."""
+
+    serial: int | None
+    now: datetime

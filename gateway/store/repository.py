@@ -43,6 +43,7 @@ from gateway.store.errors import (
     EntityExists,
     EntityNotEnrollable,
     InvalidRecord,
+    LatestCertificateChanged,
     NoSuchCertificate,
     NoSuchEntity,
     NoSuchPending,
@@ -57,6 +58,7 @@ from gateway.store.models import (
     CrlRecord,
     EndEntity,
     EntityStatus,
+    ExpectLatest,
     PendingRequest,
     PendingStatus,
     check_reason,
@@ -426,6 +428,7 @@ class Store:
         claim_entity: str | None = None,
         upsert_entity: EndEntity | None = None,
         complete_pending: int | None = None,
+        expect_latest: ExpectLatest | None = None,
     ) -> None:
         """Record an issued certificate, with what the issuance changes, in one transaction.
 
@@ -435,6 +438,10 @@ class Store:
           gets its subject DN, CA, code hash, status and ``updated_at`` (``created_at`` stays)
           if it has the same code hash; else EntityExists. Exclusive with ``claim_entity``
           (InvalidRecord).
+        - ``expect_latest``: the end entity's latest certificate at this CA must still be the
+          one given (a renewal), or there must be no valid one (a first RA enrollment); else
+          LatestCertificateChanged. Checked with the end entity's row locked, so two
+          concurrent issuances to one end entity cannot both pass.
         - ``complete_pending``: that pending request moves from APPROVED to ISSUED and names the
           certificate's serial (else PendingNotApproved).
 
@@ -469,12 +476,40 @@ class Store:
                     raise EntityExists(upsert_entity.username)
             if complete_pending is not None:
                 await self._complete_pending(conn, complete_pending, cert.serial)
+            if expect_latest is not None and cert.username is not None:
+                await self._check_latest(conn, cert, expect_latest)
             try:
                 await conn.execute(_INSERT_CERTIFICATE, values)
             except IntegrityError as exc:
                 if _is_unique_violation(exc):
                     raise SerialCollision(cert.ca, cert.serial) from exc
                 raise
+
+    @staticmethod
+    async def _check_latest(
+        conn: AsyncConnection, cert: CertificateRecord, expect: ExpectLatest
+    ) -> None:
+        username = cert.username
+        if conn.dialect.name == "postgresql":
+            # SQLite's BEGIN IMMEDIATE already serializes writers; PostgreSQL locks the row.
+            await conn.execute(
+                select(end_entities.c.username)
+                .where(end_entities.c.username == username)
+                .with_for_update()
+            )
+        row = (
+            (await conn.execute(_LATEST_CERTIFICATE, {"username": username, "ca": cert.ca}))
+            .mappings()
+            .one_or_none()
+        )
+        latest = None if row is None else _certificate_from_row(row)
+        if expect.serial is None:
+            if latest is not None and latest.revoked_at is None and latest.not_after > expect.now:
+                raise LatestCertificateChanged(str(username), None, latest.serial)
+        elif latest is None or latest.serial != expect.serial:
+            raise LatestCertificateChanged(
+                str(username), expect.serial, latest.serial if latest else None
+            )
 
     @staticmethod
     async def _complete_pending(conn: AsyncConnection, pending_id: int, serial: int) -> None:

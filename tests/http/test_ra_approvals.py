@@ -368,3 +368,17 @@ async def test_a_crl_older_than_a_revocation_is_signed_anew(ra: tuple[Gateway, C
     assert served.get_revoked_certificate_by_serial_number(issued.serial_number) is not None
     number = served.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
     assert number > first.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+
+
+async def test_concurrent_first_enrollments_of_one_name_issue_once(
+    ra: tuple[Gateway, Clock],
+) -> None:
+    gw, _ = ra
+    devices = [Device("twin", key=fresh_key()) for _ in range(3)]
+    bodies = [d.pkcsreq(SECRET, gw.recipients("ra-plain")) for d in devices]
+    answers = await asyncio.gather(*(gw.pki(b, "ra-plain") for b in bodies))
+    replies = [d.read(a) for d, a in zip(devices, answers, strict=True)]
+    assert [r.status for r in replies].count(PkiStatus.SUCCESS) == 1
+    refused = [r for r in replies if r.status is not PkiStatus.SUCCESS]
+    assert all(r.fail_info == FailInfo.BAD_REQUEST for r in refused)
+    assert len(await gw.services.store.list_certificates(username="twin")) == 1

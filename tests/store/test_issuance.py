@@ -13,7 +13,9 @@ from gateway.store import (
     EndEntity,
     EntityExists,
     EntityStatus,
+    ExpectLatest,
     InvalidRecord,
+    LatestCertificateChanged,
     PendingNotApproved,
     PendingRequest,
     PendingStatus,
@@ -154,6 +156,48 @@ async def test_concurrent_upserts_of_a_new_username_make_one_entity(database_url
         )
         listed = await two.list_certificates(username="ra-new")
         assert sorted(c.serial for c in listed) == serials
+
+
+async def test_concurrent_first_issuances_to_one_entity_issue_once(database_url: str) -> None:
+    """Two replicas, ten requests for one new end entity that expect no valid certificate:
+    exactly one is recorded, the others get LatestCertificateChanged."""
+    async with await Store.open(database_url) as one, await Store.open(database_url) as two:
+        stores = [one, two]
+        results = await asyncio.gather(
+            *(
+                stores[i % 2].record_issuance(
+                    make_certificate(0x200 + i, username="ra-once"),
+                    upsert_entity=ra_entity("ra-once"),
+                    expect_latest=ExpectLatest(None, T0),
+                )
+                for i in range(10)
+            ),
+            return_exceptions=True,
+        )
+        assert sum(r is None for r in results) == 1
+        assert all(isinstance(r, LatestCertificateChanged) for r in results if r is not None)
+        assert len(await one.list_certificates(username="ra-once")) == 1
+
+
+async def test_concurrent_renewals_of_one_certificate_renew_once(database_url: str) -> None:
+    """CA mode's shape (a registered entity, no upsert): the entity row is the lock."""
+    async with await Store.open(database_url) as one, await Store.open(database_url) as two:
+        await one.add_end_entity(make_entity("renewer", status=EntityStatus.GENERATED))
+        await one.record_issuance(make_certificate(0x300, username="renewer"))
+        stores = [one, two]
+        results = await asyncio.gather(
+            *(
+                stores[i % 2].record_issuance(
+                    make_certificate(0x301 + i, username="renewer", issued_at=LATER),
+                    expect_latest=ExpectLatest(0x300, LATER),
+                )
+                for i in range(6)
+            ),
+            return_exceptions=True,
+        )
+        assert sum(r is None for r in results) == 1
+        assert all(isinstance(r, LatestCertificateChanged) for r in results if r is not None)
+        assert len(await two.list_certificates(username="renewer")) == 2
 
 
 async def test_complete_pending_marks_it_issued_with_the_serial(store: Store) -> None:
