@@ -1,9 +1,9 @@
-"""Serving over HTTP with Hypercorn: one process, or several sharing one listening socket.
+"""Serving over HTTP with Hypercorn: one process, or several on one port.
 
 The only module that knows about Hypercorn, sockets and worker processes. One Python process
-runs on one core at a time (the GIL); with ``workers`` > 1 the kernel hands each new
-connection to whichever worker accepts it first, and the workers share nothing but the
-database and the files: each has its own snapshot, reloader and metrics.
+runs on one core at a time (the GIL); with ``workers`` > 1 each worker listens on its own
+SO_REUSEPORT socket and the kernel spreads new connections over them. The workers share
+nothing but the database and the files: each has its own snapshot, reloader and metrics.
 """
 
 from __future__ import annotations
