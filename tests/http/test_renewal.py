@@ -55,10 +55,13 @@ async def _renew(
     *,
     same_key: bool = False,
     message_type: MessageType = MessageType.RENEWAL_REQ,
+    subject: x509.Name | None = None,
 ) -> client.CertRep:
-    """A renewal as devices send it: no challenge, signed with the current certificate."""
+    """A renewal as devices send it: no challenge, signed with the current certificate;
+    the CSR asks for CN=``name`` unless ``subject`` says otherwise."""
     renewer = Device(name, key=signer.private_key if same_key else fresh_key(), signer=signer)
-    body = renewer.message(renewer.csr(None), gw.recipients(alias), message_type=message_type)
+    csr = renewer.csr(None, subject)
+    body = renewer.message(csr, gw.recipients(alias), message_type=message_type)
     return renewer.read(await gw.pki(body, alias))
 
 
@@ -160,13 +163,7 @@ async def test_renewal_must_keep_the_subject(gw: tuple[Gateway, Clock]) -> None:
     gateway, clock = gw
     _, old = await _enroll(gateway, "renew", "renew-subject")
     clock.now += HALF_A_YEAR
-    renewer = Device("someone-else", signer=old)
-    body = renewer.message(
-        renewer.csr(None, cn("someone-else")),
-        gateway.recipients("renew"),
-        message_type=MessageType.RENEWAL_REQ,
-    )
-    reply = renewer.read(await gateway.pki(body, "renew"))
+    reply = await _renew(gateway, "renew", "renew-subject", old, subject=cn("someone-else"))
     assert reply.fail_info == FailInfo.BAD_REQUEST
     assert reply.fail_info_text == "a renewal must keep the subject of the certificate it renews"
 
@@ -194,16 +191,12 @@ async def test_ra_renewal_keeps_the_subject_it_renews(gw: tuple[Gateway, Clock])
     _, old = await _enroll(gateway, "renew", "renew-dn")
     clock.now += HALF_A_YEAR
     # Same CN, one more field: the renewal does not grant it.
-    renewer = Device("renew-dn", key=fresh_key(), signer=old)
     wider = x509.Name(
         [
             x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "admins"),
             x509.NameAttribute(NameOID.COMMON_NAME, "renew-dn"),
         ]
     )
-    body = renewer.message(
-        renewer.csr(None, wider), gateway.recipients("renew"), message_type=MessageType.RENEWAL_REQ
-    )
-    reply = renewer.read(await gateway.pki(body, "renew"))
+    reply = await _renew(gateway, "renew", "renew-dn", old, subject=wider)
     assert reply.status is PkiStatus.SUCCESS, reply.fail_info_text
     assert reply.certificates[0].subject == old.certificate.subject
