@@ -90,6 +90,9 @@ def _next_generation(data_dir: Path, cfg: CaConfig) -> CaRuntime | None:
     pair = _pair(
         data_dir, KeyPairConfig(rollover.certificate, rollover.key), cfg.source, "$.rollover"
     )
+    # As for the current certificate: the file may carry the issuers (an intermediate CA
+    # whose parent issued the next certificate).
+    chain = load_certificates(data_path(data_dir, rollover.certificate))[1:]
     signer = encrypter = None
     if rollover.signer is not None and rollover.encrypter is not None:
         signer = _pair(data_dir, rollover.signer, cfg.source, "$.rollover.ra.signer")
@@ -97,7 +100,7 @@ def _next_generation(data_dir: Path, cfg: CaConfig) -> CaRuntime | None:
     return CaRuntime(
         name=cfg.name,
         issuer=LocalCA(name=cfg.name, key_pair=pair, digest=cfg.digest),
-        chain=(),
+        chain=tuple(chain),
         ra_signer=signer,
         ra_encrypter=encrypter,
         crl=cfg.crl,

@@ -15,7 +15,9 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from gateway.assembly import build_ca
 from gateway.cli import main
+from gateway.config import loader
 from gateway.scep import client
 from gateway.scep.messages import PkiStatus
 from tests.conftest import Gateway, body_of, running_gateway
@@ -216,3 +218,19 @@ async def test_no_second_rollover_over_the_active_key(rolling: tuple[Gateway, Cl
     )
     assert code == 1
     assert next_key.read_bytes() == active
+
+
+async def test_the_next_generation_keeps_the_issuers_in_its_file(
+    rolling: tuple[Gateway, Clock],
+) -> None:
+    """An intermediate CA's next certificate comes from its parent, with the parent after it
+    in the file: after activation GetCACert's chain must still carry the parent."""
+    gw, _ = rolling
+    await _roll(gw, "--in-hours", "1")
+    parent = await gw.ca_certificate()  # stands in for the parent that issued the next CA
+    next_pem = gw.settings.data_dir / "ca/ManagementCA/next/ca.pem"
+    next_pem.write_bytes(next_pem.read_bytes() + parent.public_bytes(serialization.Encoding.PEM))
+    config = loader.load(gw.settings.config_dir).cas["ManagementCA"]
+    upcoming = build_ca(gw.settings.data_dir, config).next
+    assert upcoming is not None
+    assert upcoming.chain == (parent,)
