@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import string
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +24,7 @@ from gateway.keys.files import (
     read_file,
 )
 from gateway.policy import pipeline as policy_pipeline
+from gateway.policy.codes import random_text
 from gateway.registry import AliasRuntime, CaRuntime, ScepKeys, Snapshot
 
 log = logging.getLogger(__name__)
@@ -206,11 +206,9 @@ def _generate_secrets(config: Config, data_dir: Path) -> None:
             if isinstance(ref, SecretRef) and ref.generate and ref.file:
                 path = data_path(data_dir, ref.file)
                 if not path.exists():
-                    # REQ-03: letters and digits only, so Windows clients accept it.
-                    alphabet = string.ascii_letters + string.digits
                     path.parent.mkdir(parents=True, exist_ok=True)
                     path.touch(mode=0o600)
-                    path.write_text("".join(secrets.choice(alphabet) for _ in range(24)) + "\n")
+                    path.write_text(random_text(os.urandom, 24) + "\n")
                     log.info("created secret file %s for alias %s", path, alias.name)
 
 

@@ -7,8 +7,6 @@ import asyncio
 import json
 import logging
 import os
-import secrets
-import string
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -24,14 +22,11 @@ from gateway.ca.local import LocalCA
 from gateway.config import loader
 from gateway.config.model import KeyPairConfig
 from gateway.errors import ConfigError, GatewayError
-from gateway.policy.codes import hash_code
+from gateway.policy.codes import hash_code, random_text
 from gateway.registry import Snapshot
 from gateway.revocation import CrlPublisher
 from gateway.settings import Settings
 from gateway.store import EndEntity, EntityStatus, PendingStatus, Store
-
-# REQ-03: generated codes stay inside PrintableString, or the Windows client refuses them.
-_CODE_ALPHABET = string.ascii_letters + string.digits
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -178,7 +173,7 @@ def _code(args: argparse.Namespace) -> tuple[str, bool]:
         if not value:
             raise GatewayError(f"environment variable {args.password_env} is empty")
         return value, False
-    return "".join(secrets.choice(_CODE_ALPHABET) for _ in range(20)), True
+    return random_text(os.urandom, 20), True
 
 
 def cmd_entity(args: argparse.Namespace) -> int:

@@ -6,6 +6,8 @@ import base64
 import hashlib
 import hmac
 import secrets
+import string
+from collections.abc import Callable
 
 # RFC 7914 parameters: about 16 MiB and a few tens of milliseconds per check; run it in a
 # thread so the event loop keeps serving.
@@ -38,3 +40,19 @@ def verify_code(code: str, stored: str) -> bool:
 # A hash of a random code, checked when the username does not exist, so that an unknown
 # user costs the same time as a wrong code (no username oracle).
 DUMMY_HASH = hash_code(secrets.token_urlsafe(16))
+
+
+# REQ-03: letters and digits only: generated codes, secrets and names stay inside
+# PrintableString, or the Windows client refuses them.
+_ALPHANUMERIC = string.ascii_letters + string.digits
+
+
+def random_text(random: Callable[[int], bytes], length: int = 12) -> str:
+    """Letters and digits from ``random`` bytes, without modulo bias (EJBCA's RANDOM names
+    are 12 characters)."""
+    out: list[str] = []
+    while len(out) < length:
+        for byte in random(length * 2):
+            if byte < 248:  # 248 = 4 * 62
+                out.append(_ALPHANUMERIC[byte % 62])
+    return "".join(out[:length])

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import string
-from collections.abc import Callable
 from dataclasses import replace
 
 from asn1crypto import x509 as asn1_x509
@@ -13,6 +11,7 @@ from gateway.config.model import NameScheme
 from gateway.errors import FailInfo, ScepFailure
 from gateway.policy import dn
 from gateway.policy.authenticate import username_of
+from gateway.policy.codes import random_text
 from gateway.policy.context import EnrollmentContext, Pending, PolicyEnv
 from gateway.scep.csr import load_name
 from gateway.store import EndEntity, EntityStatus
@@ -35,18 +34,7 @@ class EndEntityNaming:
         )
 
 
-_ALPHANUMERIC = string.ascii_letters + string.digits
 RA_CODE_HASH = "!ra-mode"  # never verifies: RA-mode entities cannot enroll with a code
-
-
-def random_text(random: Callable[[int], bytes], length: int = 12) -> str:
-    """Letters and digits (EJBCA's 12-character random names), without modulo bias."""
-    out: list[str] = []
-    while len(out) < length:
-        for byte in random(length * 2):
-            if byte < 248:  # 248 = 4 * 62
-                out.append(_ALPHANUMERIC[byte % 62])
-    return "".join(out[:length])
 
 
 class SchemeNaming:
