@@ -125,6 +125,15 @@ class ManualApproval:
         store = env.store
         csr = ctx.request.csr
         assert csr is not None  # PKCSReq and RenewalReq carry one
+        if ctx.username is not None and ctx.upsert_entity is not None:
+            # RA mode: a request that could never be issued must not wait for an operator.
+            held = await store.valid_certificate(ctx.username, ctx.ca, ctx.now)
+            if held is not None:
+                raise ScepFailure(
+                    FailInfo.BAD_REQUEST,
+                    "the end entity already holds a valid certificate; renew with it",
+                    detail=f"username={ctx.username!r} serial={held.serial:x}",
+                )
         if ctx.username is not None:
             approved = await store.find_approved(self._alias, ctx.username)
             if approved is not None and _same_key(approved.csr_der, csr):

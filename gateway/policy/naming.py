@@ -86,13 +86,8 @@ class SchemeNaming:
                 )
             username = self._affix(self._scheme.prefix, env) + base
             username += self._affix(self._scheme.postfix, env)
-            latest = await env.store.latest_certificate(username, ctx.ca)
-            if latest is not None and latest.revoked_at is None and latest.not_after > ctx.now:
-                raise ScepFailure(
-                    FailInfo.BAD_REQUEST,
-                    "the end entity already holds a valid certificate; renew with it",
-                    detail=f"username={username!r} serial={latest.serial:x}",
-                )
+            # An entity that already holds a valid certificate must renew instead: the
+            # issuance checks that atomically (Store.record_issuance expect_latest).
         entity = EndEntity(
             username=username,
             code_hash=RA_CODE_HASH,

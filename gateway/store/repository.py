@@ -219,6 +219,10 @@ def _upsert_statement(dialect: str) -> Executable:
     return statement
 
 
+def _valid_at(cert: CertificateRecord, now: datetime) -> bool:
+    return cert.revoked_at is None and cert.not_after > now
+
+
 _UPSERTS: dict[str, Executable] = {}
 # Asked once per RA enrollment: built once (see _upsert_statement).
 _LATEST_CERTIFICATE = (
@@ -504,7 +508,7 @@ class Store:
         )
         latest = None if row is None else _certificate_from_row(row)
         if expect.serial is None:
-            if latest is not None and latest.revoked_at is None and latest.not_after > expect.now:
+            if latest is not None and _valid_at(latest, expect.now):
                 raise LatestCertificateChanged(str(username), None, latest.serial)
         elif latest is None or latest.serial != expect.serial:
             raise LatestCertificateChanged(
@@ -586,6 +590,14 @@ class Store:
             result = await connection.execute(_LATEST_CERTIFICATE, {"username": username, "ca": ca})
             row = result.mappings().one_or_none()
         return None if row is None else _certificate_from_row(row)
+
+    async def valid_certificate(
+        self, username: str, ca: str, now: datetime
+    ) -> CertificateRecord | None:
+        """The end entity's latest certificate from ``ca`` if it is valid (not revoked, not
+        expired) at ``now``."""
+        latest = await self.latest_certificate(username, ca)
+        return latest if latest is not None and _valid_at(latest, now) else None
 
     async def find_certificate_by_serial(self, serial: int) -> list[CertificateRecord]:
         """The certificates of that serial, from any CA (by CA name); empty if none."""

@@ -382,3 +382,19 @@ async def test_concurrent_first_enrollments_of_one_name_issue_once(
     refused = [r for r in replies if r.status is not PkiStatus.SUCCESS]
     assert all(r.fail_info == FailInfo.BAD_REQUEST for r in refused)
     assert len(await gw.services.store.list_certificates(username="twin")) == 1
+
+
+async def test_a_name_that_holds_a_certificate_does_not_wait_for_approval(
+    ra: tuple[Gateway, Clock],
+) -> None:
+    gw, _ = ra
+    first = Device("approved-once", key=fresh_key())
+    await _send(gw, "ra-approve", first, transaction_id="tx-first")
+    (pending,) = await gw.services.store.list_pending(status=PendingStatus.PENDING)
+    assert await _cli(gw, "approvals", "approve", str(pending.id)) == 0
+    issued = first.read(await gw.pki(await _poll(gw, first, "tx-first"), "ra-approve"))
+    assert issued.status is PkiStatus.SUCCESS, issued.fail_info_text
+    again = await _send(gw, "ra-approve", Device("approved-once", key=fresh_key()))
+    assert again.fail_info == FailInfo.BAD_REQUEST
+    assert again.fail_info_text == "the end entity already holds a valid certificate; renew with it"
+    assert await gw.services.store.list_pending(status=PendingStatus.PENDING) == []
