@@ -117,6 +117,14 @@ class Enrollment:
         skew = alias.config.max_signing_time_skew_seconds
         if skew is None or request.signing_time is None:
             return
+        # asn1crypto hands over what the client encoded: a GeneralizedTime without a zone
+        # (naive) or year 0 (not a datetime) names no instant we could compare.
+        if not isinstance(request.signing_time, datetime) or request.signing_time.tzinfo is None:
+            raise ScepFailure(
+                FailInfo.BAD_TIME,
+                "signingTime has no time zone",
+                detail=f"signingTime={request.signing_time!r}",
+            )
         if abs((self._clock() - request.signing_time).total_seconds()) > skew:
             raise ScepFailure(
                 FailInfo.BAD_TIME,
@@ -232,17 +240,26 @@ class Enrollment:
             raise ScepFailure(FailInfo.BAD_REQUEST, "no subject for the certificate")
         for _ in range(_SERIAL_ATTEMPTS):
             serial = self._serials()
-            cert = keys.ca.issuer.issue(
-                issue_request(
-                    alias.certificate_profile,
-                    subject=ctx.subject,
-                    public_key=csr.public_key,
-                    serial=serial,
-                    now=ctx.now,
-                    subject_alt_names=ctx.subject_alt_names,
-                    key_id=keys.ca.key_id,
-                ),
-            )
+            try:
+                cert = keys.ca.issuer.issue(
+                    issue_request(
+                        alias.certificate_profile,
+                        subject=ctx.subject,
+                        public_key=csr.public_key,
+                        serial=serial,
+                        now=ctx.now,
+                        subject_alt_names=ctx.subject_alt_names,
+                        key_id=keys.ca.key_id,
+                    ),
+                )
+            except ValueError as exc:
+                # cryptography refuses to encode what the CSR carried (a PrintableString
+                # with characters it does not allow, a malformed SAN): the request's fault.
+                raise ScepFailure(
+                    FailInfo.BAD_REQUEST,
+                    "the requested subject or names cannot be put in a certificate",
+                    detail=str(exc),
+                ) from None
             record = CertificateRecord(
                 ca=keys.ca.name,
                 serial=serial,

@@ -202,6 +202,12 @@ def _rid_matches(rid: cms.RecipientIdentifier, cert: asn1_x509.Certificate) -> b
     return ski is not None and hmac.compare_digest(bytes(rid.chosen.native), ski)
 
 
+@functools.lru_cache(maxsize=64)
+def _parsed(cert_der: bytes) -> asn1_x509.Certificate:
+    """Our own recipient certificates, parsed once rather than on every request."""
+    return asn1_x509.Certificate.load(cert_der)
+
+
 def _key_transport_padding(alg: cms.KeyEncryptionAlgorithm) -> padding.AsymmetricPadding:
     name = alg["algorithm"].native
     if name == "rsaes_pkcs1v15":
@@ -234,10 +240,7 @@ def open_envelope(data: bytes, decrypters: Sequence[KeyDecrypter]) -> Opened:
         eci = env["encrypted_content_info"]
         cipher_alg = eci["content_encryption_algorithm"]
         cipher_name = cipher_alg["algorithm"].native
-        ours = [
-            asn1_x509.Certificate.load(d.certificate.public_bytes(serialization.Encoding.DER))
-            for d in decrypters
-        ]
+        ours = [_parsed(d.certificate.public_bytes(serialization.Encoding.DER)) for d in decrypters]
         recipients = [
             (ri.chosen, i)
             for ri in env["recipient_infos"]
@@ -260,7 +263,10 @@ def open_envelope(data: bytes, decrypters: Sequence[KeyDecrypter]) -> Opened:
             FailInfo.BAD_MESSAGE_CHECK, _DECRYPT_FAILED, detail="no recipient is ours"
         )
     ktri, index = recipients[0]
-    pad = _key_transport_padding(ktri["key_encryption_algorithm"])
+    try:
+        pad = _key_transport_padding(ktri["key_encryption_algorithm"])
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:  # malformed OAEP params
+        raise ScepFailure(FailInfo.BAD_ALG, "unsupported key transport", detail=repr(exc)) from None
     key_len, block = CONTENT_CIPHERS[cipher_name]
     try:
         key = decrypters[index].decrypt(ktri["encrypted_key"].native, pad)

@@ -11,6 +11,7 @@ import ipaddress
 import warnings
 from dataclasses import dataclass
 
+from asn1crypto import core
 from asn1crypto import csr as asn1_csr
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
@@ -18,6 +19,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPublicKeyTypes
+from cryptography.x509.name import _ASN1Type
 
 from gateway.scep.crypto import DIGESTS, digest
 
@@ -42,16 +44,29 @@ def load_name(value: asn1_x509.Name) -> x509.Name:
         for rdn in value.chosen:
             attrs = []
             for ava in rdn:
-                text = ava["value"].native
+                value = ava["value"]
+                text = value.native
                 attrs.append(
                     x509.NameAttribute(
                         x509.ObjectIdentifier(ava["type"].dotted),
                         text if isinstance(text, str) else str(text),
+                        _type=_string_type(value),
                         _validate=False,
                     )
                 )
             rdns.append(x509.RelativeDistinguishedName(attrs))
     return x509.Name(rdns)
+
+
+def _string_type(value: core.Asn1Value) -> _ASN1Type | None:
+    """The ASN.1 string type the device used. Re-encoding with cryptography's default per
+    attribute fails on some (a UTF8String serialNumber "SN_1" is no PrintableString), and
+    a device may compare its DN byte for byte."""
+    chosen = value.chosen if isinstance(value, core.Choice) else value
+    try:
+        return _ASN1Type(chosen.tag)
+    except ValueError:
+        return None
 
 
 def _general_name(name: asn1_x509.GeneralName) -> x509.GeneralName | None:
