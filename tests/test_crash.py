@@ -44,6 +44,7 @@ class Burst:
     pending: set[str] = field(default_factory=set)  # transaction ids answered PENDING
     enough: threading.Event = field(default_factory=threading.Event)
     stop: threading.Event = field(default_factory=threading.Event)
+    killed: threading.Event = field(default_factory=threading.Event)  # set just before
 
     def client(self, number: int) -> None:
         alias = "ra-approve" if number % 2 else "ra"
@@ -59,9 +60,12 @@ class Burst:
             try:
                 with urllib.request.urlopen(request, timeout=30) as response:
                     reply = device.read(response.read())
-            except OSError:
+            except OSError as error:  # HTTP errors and refused connections alike
+                if not self.killed.is_set():
+                    raise AssertionError(f"{name} failed before the kill: {error}") from error
                 continue  # the server is gone (or going): nothing was received
             with self.lock:
+                assert reply.status is not PkiStatus.FAILURE, (name, reply.fail_info_text)
                 if reply.status is PkiStatus.SUCCESS:
                     cert = reply.certificates[0]
                     assert cert.serial_number not in self.issued, "a client got a repeated serial"
@@ -97,6 +101,7 @@ def test_kill_during_a_burst_loses_nothing(tmp_path: Path, database: str | None)
         with ThreadPoolExecutor(CLIENTS) as pool:
             clients = [pool.submit(burst.client, n) for n in range(CLIENTS)]
             assert burst.enough.wait(timeout=120), "the burst never got going"
+            burst.killed.set()
             os.killpg(process.pid, signal.SIGKILL)  # no shutdown hook runs
             process.wait(timeout=10)
             burst.stop.set()

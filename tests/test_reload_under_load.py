@@ -48,7 +48,7 @@ def _invalid(index: int) -> str:
         _valid(index).replace("ca: ManagementCA", "ca: NoSuchCA"),  # dangling reference
         _valid(index) + "renewal: [\n",  # not YAML
     )
-    return mistakes[index % len(mistakes)]
+    return mistakes[(index // 2) % len(mistakes)]  # called for odd indexes only
 
 
 @dataclass

@@ -6,11 +6,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from gateway.cli import main
 from gateway.config import loader
 from gateway.config.model import AliasConfig
 from gateway.config.presets import PRESETS
+from tests.conftest import body_of, running_gateway
 
 MINIMAL = Path(__file__).parent / "cases" / "good" / "minimal"
 
@@ -52,6 +54,20 @@ def test_mobileiron_identifier_selects_the_own_ca(tmp_path: Path) -> None:
     alias = _load(tmp_path, "preset: mobileiron\nca: Root\nunknown_ca_identifier: reject\n")
     assert alias.ca_identifiers == ("MobileIronSCEP",)
     assert alias.unknown_ca_identifier == "reject"
+
+
+@pytest.mark.asyncio
+async def test_mobileiron_identifier_is_served_the_own_ca(
+    tmp_path: Path, shared_data_dir: Path
+) -> None:
+    alias = "preset: mobileiron\nca: ManagementCA\nunknown_ca_identifier: reject\n"
+    async with running_gateway(tmp_path, shared_data_dir, {"aliases/mi.yaml": alias}) as gw:
+        url = "/scep/mi/pkiclient.exe?operation=GetCACert&message="
+        served = await gw.client.get(url + "MobileIronSCEP")
+        assert served.status_code == 200
+        own = await gw.ca_certificate()
+        assert await body_of(served) == own.public_bytes(serialization.Encoding.DER)
+        assert (await gw.client.get(url + "SomethingElse")).status_code == 404
 
 
 def test_explain_prints_the_reason(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from gateway.errors import FailInfo
+from gateway.policy.authenticate import AUTH_FAILED
 from gateway.scep import client
 from gateway.scep.messages import MessageType, PkiStatus
 from tests.conftest import Gateway, body_of, running_gateway
@@ -56,10 +58,13 @@ async def _renew(
     same_key: bool = False,
     message_type: MessageType = MessageType.RENEWAL_REQ,
     subject: x509.Name | None = None,
+    key: rsa.RSAPrivateKey | None = None,
 ) -> client.CertRep:
     """A renewal as devices send it: no challenge, signed with the current certificate;
-    the CSR asks for CN=``name`` unless ``subject`` says otherwise."""
-    renewer = Device(name, key=signer.private_key if same_key else fresh_key(), signer=signer)
+    the CSR asks for CN=``name`` unless ``subject`` says otherwise, for ``key`` (default: a
+    fresh one, or the old one with ``same_key``)."""
+    new_key = key or (signer.private_key if same_key else fresh_key())
+    renewer = Device(name, key=new_key, signer=signer)
     csr = renewer.csr(None, subject)
     body = renewer.message(csr, gw.recipients(alias), message_type=message_type)
     return renewer.read(await gw.pki(body, alias))
@@ -79,11 +84,12 @@ async def test_renewal_after_half_the_validity_with_a_new_key(
     gateway, clock = gw
     _, old = await _enroll(gateway, "renew", "renew-ok")
     clock.now += HALF_A_YEAR
-    reply = await _renew(gateway, "renew", "renew-ok", old, message_type=message_type)
+    new_key = fresh_key()
+    reply = await _renew(gateway, "renew", "renew-ok", old, message_type=message_type, key=new_key)
     assert reply.status is PkiStatus.SUCCESS, reply.fail_info_text
     new = reply.certificates[0]
     assert new.subject == old.certificate.subject
-    assert new.public_key() != old.certificate.public_key()
+    assert new.public_key() == new_key.public_key()
     assert new.serial_number != old.certificate.serial_number
     listed = await gateway.services.store.list_certificates(username="renew-ok")
     assert len(listed) == 2
@@ -132,26 +138,34 @@ async def test_revoked_signer_is_badcertid(gw: tuple[Gateway, Clock]) -> None:
     assert reply.fail_info_text == "the signing certificate is revoked"
 
 
-async def test_foreign_certificate_is_no_renewal_credential(gw: tuple[Gateway, Clock]) -> None:
+@pytest.mark.parametrize("forged", [False, True], ids=["foreign-issuer", "forged-copy"])
+async def test_foreign_certificate_is_no_renewal_credential(
+    gw: tuple[Gateway, Clock], forged: bool
+) -> None:
     gateway, clock = gw
     _, ours = await _enroll(gateway, "renew", "renew-foreign")
     clock.now += HALF_A_YEAR
-    # Our subject, issued by a CA we do not know: not a credential, so the secret is missing.
-    reply = await _renew(gateway, "renew", "renew-foreign", _foreign(ours.certificate.subject))
+    # Our subject from a CA we do not know; or a copy of our certificate's issuer and serial
+    # signed by a stranger: neither is a credential, so the secret is missing.
+    signer = _foreign(ours.certificate, copy_issuer_and_serial=forged)
+    reply = await _renew(gateway, "renew", "renew-foreign", signer)
     assert reply.fail_info == FailInfo.BAD_REQUEST
+    assert reply.fail_info_text == AUTH_FAILED
     assert len(await gateway.services.store.list_certificates(username="renew-foreign")) == 1
 
 
-def _foreign(subject: x509.Name) -> client.Identity:
+def _foreign(ours: x509.Certificate, *, copy_issuer_and_serial: bool) -> client.Identity:
     stranger = fresh_key()
     key = fresh_key()
     now = datetime.now(UTC)
     certificate = (
         x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(cn("Foreign CA"))
+        .subject_name(ours.subject)
+        .issuer_name(ours.issuer if copy_issuer_and_serial else cn("Foreign CA"))
         .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
+        .serial_number(
+            ours.serial_number if copy_issuer_and_serial else x509.random_serial_number()
+        )
         .not_valid_before(now - timedelta(days=1))
         .not_valid_after(now + timedelta(days=365))
         .sign(stranger, hashes.SHA256())

@@ -12,12 +12,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from asn1crypto import cms
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from gateway.assembly import build_ca
 from gateway.cli import main
-from gateway.config import loader
 from gateway.scep import client
 from gateway.scep.messages import PkiStatus
 from tests.conftest import Gateway, body_of, running_gateway
@@ -110,19 +109,22 @@ async def test_rollover_lifecycle(rolling: tuple[Gateway, Clock], tmp_path: Path
         data=body,
     )
     assert verified.returncode == 0, verified.stderr
-    listed = _openssl("pkcs7", "-inform", "DER", "-print_certs", "-noout", data=body)
-    assert listed.returncode == 0, listed.stderr
-    subjects = [line for line in listed.stdout.decode().splitlines() if line.startswith("subject")]
-    # NEXT-02: the new CA and its new RA pair; never the current CA.
-    assert len(subjects) == 1
     next_ca = gw.services.snapshot().cas["ManagementCA"].next
     assert next_ca is not None
     assert next_ca.certificate != old_ca
+    # NEXT-02: exactly the new CA in the outer set (where sscep and jscep read it), never
+    # the current one.
+    assert _outer_certificates(body) == [next_ca.certificate]
     # An alias with an RA pair also gets the next RA pair, signed by the current RA signer.
     ndes = await gw.client.get("/scep/ndes/pkiclient.exe?operation=GetNextCACert")
+    assert ndes.status_code == 200
     ndes_body = await body_of(ndes)
-    listed = _openssl("pkcs7", "-inform", "DER", "-print_certs", "-noout", data=ndes_body)
-    assert listed.stdout.decode().count("subject=") == 3
+    next_ra = gw.services.snapshot().alias("ndes").keys_for(next_ca)
+    assert _outer_certificates(ndes_body) == [
+        next_ra.decrypter.certificate,
+        next_ra.signer.certificate,
+        next_ca.certificate,
+    ]
     ra_signer = gw.settings.data_dir / "ca/ManagementCA/ra-signer.pem"
     verified = _openssl(
         "cms",
@@ -224,13 +226,24 @@ async def test_the_next_generation_keeps_the_issuers_in_its_file(
     rolling: tuple[Gateway, Clock],
 ) -> None:
     """An intermediate CA's next certificate comes from its parent, with the parent after it
-    in the file: after activation GetCACert's chain must still carry the parent."""
-    gw, _ = rolling
+    in the file: after activation GetCACertChain must still carry the parent."""
+    gw, clock = rolling
     await _roll(gw, "--in-hours", "1")
     parent = await gw.ca_certificate()  # stands in for the parent that issued the next CA
     next_pem = gw.settings.data_dir / "ca/ManagementCA/next/ca.pem"
+    generation = gw.services.reloader.state.generation
     next_pem.write_bytes(next_pem.read_bytes() + parent.public_bytes(serialization.Encoding.PEM))
-    config = loader.load(gw.settings.config_dir).cas["ManagementCA"]
-    upcoming = build_ca(gw.settings.data_dir, config).next
-    assert upcoming is not None
-    assert upcoming.chain == (parent,)
+    async with asyncio.timeout(15):  # only a hang fails
+        await gw.services.reloader.wait_for(lambda s: s.generation > generation)
+    next_ca = gw.services.snapshot().cas["ManagementCA"].next
+    assert next_ca is not None
+    clock.now += timedelta(hours=2)  # activation
+    status, _, body = await _get(gw, "GetCACertChain")
+    assert status == 200
+    assert _outer_certificates(body) == [next_ca.certificate, parent]
+
+
+def _outer_certificates(signed_data: bytes) -> list[x509.Certificate]:
+    """The `certificates` of a SignedData, in the order they were sent."""
+    content = cms.ContentInfo.load(signed_data)["content"]
+    return [x509.load_der_x509_certificate(c.chosen.dump()) for c in content["certificates"]]

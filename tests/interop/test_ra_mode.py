@@ -170,4 +170,10 @@ def test_certmonger_waits_for_approval(ra_server: Server, tmp_path: Path) -> Non
         cm.resubmit(request_id)  # certmonger would poll later by itself; do not wait hours
         status = cm.wait(request_id)
         assert status.status == "MONITORING", f"{status}\n{cm.log_tail()}"
-    assert "approved" not in ra_server.cli("approvals", "list").stdout
+    # The request was issued (not just approved), and certmonger holds that certificate.
+    everything = ra_server.cli("approvals", "list", "--all").stdout.splitlines()
+    row = next(r for r in everything if "CN=cm-approve-1" in r)
+    assert row.split("\t")[1] == "issued"
+    assert "CN=cm-approve-1" not in ra_server.cli("approvals", "list").stdout
+    held = x509.load_pem_x509_certificate((tmp_path / "cert.pem").read_bytes())
+    assert held.subject.rfc4514_string() == "CN=cm-approve-1"

@@ -291,7 +291,9 @@ async def test_find_approved_is_the_newest_approved_not_issued(store: Store) -> 
     assert await store.find_approved(ALIAS, "device-1") == older
     await store.record_issuance(make_certificate(2), complete_pending=id_of(older))
     assert await store.find_approved(ALIAS, "device-1") is None
-    assert still_pending.status is PendingStatus.PENDING
+    stored = await store.get_pending(id_of(still_pending))
+    assert stored is not None
+    assert stored.status is PendingStatus.PENDING
     assert await store.find_approved(ALIAS, "device-3") is None
     other = await store.find_approved("other", "device-1")
     assert other is not None
