@@ -89,19 +89,23 @@ def _sign(enveloped: bytes) -> bytes:
 
 
 @st.composite
-def mutated_envelope(draw: st.DrawFn) -> bytes:
+def mutated_envelope(
+    draw: st.DrawFn, recipient: x509.Certificate | None = None, challenge: str = "challenge"
+) -> bytes:
     """A correctly signed message around a mutated EnvelopedData: fuzzes decryption."""
     enveloped = client.envelope_for(
-        _device().csr("challenge"), [_ca().certificate], random=b"k" * 64
+        _device().csr(challenge), [recipient or _ca().certificate], random=b"k" * 64
     )
     return _sign(_mutate(enveloped, draw))
 
 
 @st.composite
-def mutated_csr(draw: st.DrawFn) -> bytes:
+def mutated_csr(
+    draw: st.DrawFn, recipient: x509.Certificate | None = None, challenge: str = "challenge"
+) -> bytes:
     """Signed and correctly encrypted, but the CSR inside is mutated: fuzzes PKCS#10 parsing."""
-    csr = _mutate(_device().csr("challenge"), draw)
-    return _sign(client.envelope_for(csr, [_ca().certificate], random=b"k" * 64))
+    csr = _mutate(_device().csr(challenge), draw)
+    return _sign(client.envelope_for(csr, [recipient or _ca().certificate], random=b"k" * 64))
 
 
 def _decode(data: bytes) -> None:
@@ -181,6 +185,35 @@ async def test_http_queries_never_500(
     if status == 200 and operation != "PKIOperation":
         return  # a valid GetCACert/GetCACaps answer
     await _assert_refused(gateway, status, body)
+
+
+@pytest.mark.asyncio
+@FUZZ
+@given(data=st.data())
+async def test_http_post_to_our_own_keys_never_500(gateway: Gateway, data: st.DataObject) -> None:
+    """Encrypted to the gateway's own CA with the RA secret, so that mutations reach key
+    transport, the CSR, the policies and issuance: every answer is a CertRep or a refusal."""
+    recipient = await gateway.ca_certificate("ra")
+    secret = (gateway.settings.data_dir / "ra-demo.secret").read_text().strip()
+    body = data.draw(st.one_of(mutated_envelope(recipient, secret), mutated_csr(recipient, secret)))
+    response = await gateway.client.post("/scep/ra/pkiclient.exe", data=body)
+    answer = await body_of(response)
+    if response.status_code == 200:
+        reply = client.read_cert_rep(answer, recipient=_device().identity)
+        assert reply.status in (PkiStatus.SUCCESS, PkiStatus.FAILURE), reply
+    else:
+        assert response.status_code in HTTP_REFUSALS, (response.status_code, answer[:200])
+
+
+@pytest.mark.asyncio
+async def test_the_unmutated_message_to_our_own_keys_is_issued(gateway: Gateway) -> None:
+    """The seed of the fuzz test above gets all the way to issuance."""
+    recipient = await gateway.ca_certificate("ra")
+    secret = (gateway.settings.data_dir / "ra-demo.secret").read_text().strip()
+    body = _sign(client.envelope_for(_device().csr(secret), [recipient], random=b"k" * 64))
+    response = await gateway.client.post("/scep/ra/pkiclient.exe", data=body)
+    reply = client.read_cert_rep(await body_of(response), recipient=_device().identity)
+    assert reply.status is PkiStatus.SUCCESS, reply.fail_info_text
 
 
 def test_der_of_the_ca_is_what_the_fuzzer_encrypts_to() -> None:
