@@ -430,7 +430,8 @@ def _operations_parsers(
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=os.environ.get("SCEP_GATEWAY_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        # The process id tells `serve --workers` workers apart in one log.
+        format="%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)  # migrations are routine, not news
     args = parser().parse_args(argv)
