@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,6 +26,8 @@ from gateway.keys.files import (
 from gateway.policy import pipeline as policy_pipeline
 from gateway.policy.codes import random_text
 from gateway.registry import AliasRuntime, CaRuntime, ScepKeys, Snapshot
+from gateway.scep import cms as scep_cms
+from gateway.scep.crypto import KeyDecrypter
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +149,25 @@ def secret_reader(
     return read
 
 
+def check_decrypters(source: str, decrypters: Mapping[str, KeyDecrypter]) -> None:
+    """Refuse an alias whose decrypting key (by CA name) would answer PKCS#1 v1.5 errors as
+    errors: see ``scep.cms.rejects_implicitly``. One private-key operation per key and load."""
+    issues = []
+    for ca, decrypter in decrypters.items():
+        if not scep_cms.rejects_implicitly(decrypter):
+            issues.append(
+                ConfigIssue(
+                    source,
+                    "$.scep_keys",
+                    f"the decryption key of {ca} does not reject bad PKCS#1 v1.5 "
+                    "padding implicitly (OpenSSL 3.2 or newer does); it would be a timing "
+                    "oracle on request keys",
+                )
+            )
+    if issues:
+        raise ConfigError(issues)
+
+
 def build_alias(
     alias: AliasConfig,
     config: Config,
@@ -165,11 +186,13 @@ def build_alias(
             secret=secret_reader(data_dir, alias.source, in_memory=in_memory),
         )
     )
+    keys = tuple(_keys(alias, generation) for n in names for generation in cas[n].generations)
+    check_decrypters(alias.source, {k.ca.name: k.decrypter for k in keys})
     return AliasRuntime(
         config=alias,
         own_ca=cas[alias.ca] if alias.ca else None,
         cas={n: cas[n] for n in names},
-        keys=tuple(_keys(alias, generation) for n in names for generation in cas[n].generations),
+        keys=keys,
         pipeline=pipeline,
         certificate_profile=certificate_profile,
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -14,7 +13,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from gateway import assembly, serve
+from gateway import assembly, logs, serve
 from gateway.app import utc_now
 from gateway.ca import bootstrap
 from gateway.ca.crl import REASONS
@@ -428,12 +427,7 @@ def _operations_parsers(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(
-        level=os.environ.get("SCEP_GATEWAY_LOG_LEVEL", "INFO"),
-        # The process id tells `serve --workers` workers apart in one log.
-        format="%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # migrations are routine, not news
+    logs.configure(os.environ.get("SCEP_GATEWAY_LOG_LEVEL", "INFO"))
     args = parser().parse_args(argv)
     if getattr(args, "username_opt", None):
         args.username = args.username_opt

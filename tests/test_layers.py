@@ -12,6 +12,7 @@ GATEWAY = Path(__file__).resolve().parents[1] / "gateway"
 # Higher may import lower (or its own rank), never the reverse.
 RANK = {
     "errors": 0,
+    "logs": 0,
     "scep": 1,
     "settings": 2,
     "metrics": 2,

@@ -260,7 +260,10 @@ def read_cert_rep(
     if status is PkiStatus.SUCCESS:
         if recipient is None:
             raise ValueError("a SUCCESS needs the recipient key to decrypt")
-        opened = scep_cms.open_envelope(message.content, [recipient])
+        # The client side may tell failures apart: it reads answers, it answers no one.
+        opened = scep_cms.open_envelope(message.content, [recipient], fallback_key=bytes)
+        if opened.problem is not None:
+            raise ValueError(f"the answer does not decrypt: {opened.problem}")
         cipher = opened.cipher
         inner = cms.ContentInfo.load(opened.plaintext)["content"]
         certificates = tuple(

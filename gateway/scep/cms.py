@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import hmac
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from asn1crypto import cms, core
@@ -31,7 +31,8 @@ from gateway.scep.crypto import (
     hash_bytes,
 )
 
-_DECRYPT_FAILED = "the request could not be decrypted"
+# The one answer to every request whose content cannot be used (see ``open_envelope``).
+UNREADABLE = "the message data could not be decrypted or does not fit the messageType"
 
 
 def certs_only(certificates: Sequence[bytes], crls: Sequence[bytes] = ()) -> bytes:
@@ -184,11 +185,17 @@ def _encrypted_content(eci: cms.EncryptedContentInfo) -> bytes:
 
 @dataclass(frozen=True)
 class Opened:
-    """A decrypted envelope."""
+    """A decrypted envelope.
+
+    ``problem`` is set when anything after the key transport failed (wrong key, wrong key
+    length, CBC padding): ``plaintext`` is then whatever the decryption gave, and the caller
+    goes on down the same path and refuses at its end with one answer (RFC 3218 2.3.2).
+    """
 
     plaintext: bytes
     cipher: str
     recipient_index: int
+    problem: str | None = None
 
 
 def _rid_matches(rid: cms.RecipientIdentifier, cert: asn1_x509.Certificate) -> bool:
@@ -215,6 +222,11 @@ def _key_transport_padding(alg: cms.KeyEncryptionAlgorithm) -> padding.Asymmetri
     if name == "rsaes_oaep":
         # Windows sends OAEP, with parameters absent (SHA-1 default) or explicit (bc-java #953).
         params = alg["parameters"]
+        if isinstance(params, core.Void):
+            # RFC 8017 A.2.1: the defaults, SHA-1 and MGF1 with SHA-1.
+            return padding.OAEP(
+                mgf=padding.MGF1(digest("sha1")), algorithm=digest("sha1"), label=None
+            )
         hash_name = params["hash_algorithm"]["algorithm"].native
         mgf_hash = params["mask_gen_algorithm"]["parameters"]["algorithm"].native
         label = params["p_source_algorithm"]["parameters"].native or b""
@@ -226,11 +238,49 @@ def _key_transport_padding(alg: cms.KeyEncryptionAlgorithm) -> padding.Asymmetri
     raise ScepFailure(FailInfo.BAD_ALG, "unsupported key transport", detail=str(name))
 
 
-def open_envelope(data: bytes, decrypters: Sequence[KeyDecrypter]) -> Opened:
+def rejects_implicitly(decrypter: KeyDecrypter) -> bool:
+    """Whether PKCS#1 v1.5 decryption with this key turns a malformed block into a synthetic
+    message instead of an error ("implicit rejection", OpenSSL 3.2 and newer).
+
+    ``open_envelope`` already goes on with a random key after an error (RFC 3218 2.3.2), but
+    an error still takes a different time inside the library than a success (the Marvin
+    attack): a key that does not reject implicitly must not decrypt requests. The probe is one
+    private-key operation on a block of type 01, which is never a valid encryption block.
+    """
+    public = decrypter.certificate.public_key()
+    if not isinstance(public, rsa.RSAPublicKey):
+        return False
+    numbers = public.public_numbers()
+    size = (public.key_size + 7) // 8
+    block = int.from_bytes(b"\x00\x01" + b"\xff" * (size - 3) + b"\x00", "big")
+    try:
+        decrypter.decrypt(
+            pow(block, numbers.e, numbers.n).to_bytes(size, "big"), padding.PKCS1v15()
+        )
+    except ValueError:
+        return False
+    return True
+
+
+def open_envelope(
+    data: bytes,
+    decrypters: Sequence[KeyDecrypter],
+    *,
+    fallback_key: Callable[[int], bytes],
+    ciphers: Collection[str] | None = None,
+) -> Opened:
     """Decrypt a pkcsPKIEnvelope (RFC 8894 3.2.2) with whichever of our keys it names.
 
-    Every failure from the key transport on is the same badMessageCheck with the same text,
-    so a client learns nothing about where it failed (RFC 3218: no padding oracle on the key).
+    Everything decided from the envelope's structure alone (not an EnvelopedData, a cipher we
+    do not take, no recipient of ours, a malformed IV or ciphertext length) is refused here,
+    before the private key is used: those answers say nothing about the plaintext.
+
+    From the key transport on nothing raises. RFC 3218 2.3.2: when the RSA decryption fails or
+    gives a key of the wrong length, decrypt with ``fallback_key(length)`` (random bytes drawn
+    whether or not they are needed) and carry on; a bad CBC padding leaves the unpadded
+    plaintext. ``Opened.problem`` records what went wrong for the log, and the caller refuses
+    only after parsing the payload, with the same answer as for any other content failure. A
+    padding oracle here recovers the challengePassword from one captured request.
     """
     try:
         info = cms.ContentInfo.load(data)
@@ -249,39 +299,60 @@ def open_envelope(data: bytes, decrypters: Sequence[KeyDecrypter]) -> Opened:
             if _rid_matches(ri.chosen["rid"], cert)
         ]
         ciphertext = _encrypted_content(eci)
+        iv = cipher_alg["parameters"].native if cipher_name in CONTENT_CIPHERS else None
+        encrypted_key = recipients[0][0]["encrypted_key"].native if recipients else b""
     except ScepFailure:
         raise
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise ScepFailure(
             FailInfo.BAD_REQUEST, "the message data is not a valid EnvelopedData", detail=repr(exc)
         ) from None
-    if cipher_name not in CONTENT_CIPHERS:
-        raise ScepFailure(FailInfo.BAD_ALG, "unsupported content encryption", detail=cipher_name)
-    if not recipients:
-        # RFC 8894 3.2.2: not for one of our keys; answered like any other decrypt failure.
+    if cipher_name not in CONTENT_CIPHERS or (ciphers is not None and cipher_name not in ciphers):
         raise ScepFailure(
-            FailInfo.BAD_MESSAGE_CHECK, _DECRYPT_FAILED, detail="no recipient is ours"
+            FailInfo.BAD_ALG, "unsupported content encryption", detail=str(cipher_name)
+        )
+    if not recipients:
+        # RFC 8894 3.2.2: not for one of our keys.
+        # ENV-02: answered like any failure after key transport.
+        raise ScepFailure(FailInfo.BAD_MESSAGE_CHECK, UNREADABLE, detail="no recipient is ours")
+    key_len, block = CONTENT_CIPHERS[cipher_name]
+    if (
+        not isinstance(iv, bytes)
+        or len(iv) != block
+        or not ciphertext
+        or len(ciphertext) % block
+        or not isinstance(encrypted_key, bytes)
+    ):
+        raise ScepFailure(
+            FailInfo.BAD_REQUEST,
+            "the message data is not a valid EnvelopedData",
+            detail=f"iv or ciphertext length for {cipher_name}",
         )
     ktri, index = recipients[0]
     try:
         pad = _key_transport_padding(ktri["key_encryption_algorithm"])
     except (ValueError, TypeError, KeyError, AttributeError) as exc:  # malformed OAEP params
         raise ScepFailure(FailInfo.BAD_ALG, "unsupported key transport", detail=repr(exc)) from None
-    key_len, block = CONTENT_CIPHERS[cipher_name]
+    # From here on one path, whatever the bytes are.
+    problem = None
+    fallback = fallback_key(key_len)
     try:
-        key = decrypters[index].decrypt(ktri["encrypted_key"].native, pad)
-        iv = cipher_alg["parameters"].native
-        if len(key) != key_len or not isinstance(iv, bytes) or len(iv) != block or not ciphertext:
-            raise ValueError("key or iv length")
-        decryptor = content_cipher(cipher_name, key, iv).decryptor()
-        padded = decryptor.update(ciphertext) + decryptor.finalize()
-        unpadder = sym_padding.PKCS7(block * 8).unpadder()
+        key = decrypters[index].decrypt(encrypted_key, pad)
+    except ValueError:
+        # OAEP decoding failed (or a backend without implicit rejection refused PKCS#1 v1.5).
+        key, problem = fallback, "key transport failed"
+    if len(key) != key_len:
+        # With implicit rejection (OpenSSL 3.2+) a bad PKCS#1 v1.5 block decrypts to a
+        # synthetic message of pseudo-random length: mostly caught here.
+        key, problem = fallback, problem or f"content key of {len(key)} bytes"
+    decryptor = content_cipher(cipher_name, key, iv).decryptor()
+    padded = decryptor.update(ciphertext) + decryptor.finalize()
+    unpadder = sym_padding.PKCS7(block * 8).unpadder()
+    try:
         plaintext = unpadder.update(padded) + unpadder.finalize()
-    except (ValueError, TypeError) as exc:
-        raise ScepFailure(
-            FailInfo.BAD_MESSAGE_CHECK, _DECRYPT_FAILED, detail=type(exc).__name__
-        ) from None
-    return Opened(plaintext=plaintext, cipher=cipher_name, recipient_index=index)
+    except ValueError:
+        plaintext, problem = padded, problem or "bad CBC padding"
+    return Opened(plaintext=plaintext, cipher=cipher_name, recipient_index=index, problem=problem)
 
 
 def envelope(

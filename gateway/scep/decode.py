@@ -9,13 +9,15 @@ answer (iOS shows "unknown SCEP problem" on an HTTP error, micromdm/scep#37).
 from __future__ import annotations
 
 import hmac
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 
 from asn1crypto import cms, core
 from asn1crypto import x509 as asn1_x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from gateway.errors import FailInfo, MalformedRequest, ScepFailure
 from gateway.scep import cms as scep_cms
@@ -30,6 +32,19 @@ from gateway.scep.messages import (
     SignedMessage,
     Signer,
 )
+
+# Bounds on what an unauthenticated client makes us parse and verify. Real clients send one
+# signer certificate (a renewal perhaps its chain); RSA keys beyond 8192 bits or with a public
+# exponent beyond 32 bits exist only to make each verification expensive.
+MAX_CERTIFICATES = 8
+MAX_RSA_BITS = 8192
+MAX_RSA_EXPONENT_BITS = 32
+# RFC 8894 3.2.1.1: transactionID is a PrintableString. Observed formats (hex and base64 key
+# hashes, certmonger's long decimal, UUIDs, "SSCEP transactionId") fit in 128 characters.
+MAX_TRANSACTION_ID = 128
+# RFC 8894 3.2.1.5 gives 16-byte nonces; an Apple capture sends 8 (PKI-07 in
+# docs/conformance.md). Anything outside 8..32 bytes is no nonce a client generated.
+NONCE_BYTES = range(8, 33)
 
 # UnsupportedAlgorithm: a key of a type cryptography does not know (found by the fuzzer).
 _PARSE_ERRORS = (
@@ -111,7 +126,10 @@ def read_signed_message(data: bytes, known_signers: Sequence[bytes] = ()) -> Sig
         content = signed["encap_content_info"]["content"].native
         if not isinstance(content, bytes):
             raise ValueError("no encapsulated content")
-        certificates = [c.chosen for c in (signed["certificates"] or []) if c.name == "certificate"]
+        included = signed["certificates"] or []
+        if len(included) > MAX_CERTIFICATES:
+            raise ValueError(f"{len(included)} certificates in the SignedData")
+        certificates = [c.chosen for c in included if c.name == "certificate"]
         attrs: dict[str, core.Asn1Value] = {}
         for attr in signer_info["signed_attrs"]:
             values = attr["values"]
@@ -150,6 +168,51 @@ def read_signed_message(data: bytes, known_signers: Sequence[bytes] = ()) -> Sig
         raise MalformedRequest(
             "message is not a SCEP pkiMessage", detail=f"{type(exc).__name__}: {exc}"
         ) from None
+
+
+def _check_attributes(message: SignedMessage) -> None:
+    """RFC 8894 3.2.1: the SCEP attributes are of the form the RFC gives, before anything is
+    done with them (they are echoed, logged and stored)."""
+    tid = message.transaction_id
+    if not 0 < len(tid) <= MAX_TRANSACTION_ID or not (tid.isascii() and tid.isprintable()):
+        raise ScepFailure(
+            FailInfo.BAD_REQUEST,
+            f"transactionID must be 1 to {MAX_TRANSACTION_ID} printable ASCII characters",
+            detail=f"transactionID of {len(tid)} characters",
+        )
+    if len(message.sender_nonce) not in NONCE_BYTES:
+        # RFC 8894 3.2.1.5: every message carries a senderNonce, which the answer echoes.
+        raise ScepFailure(
+            FailInfo.BAD_REQUEST,
+            "senderNonce missing or not of 16 bytes",
+            detail=f"senderNonce of {len(message.sender_nonce)} bytes",
+        )
+
+
+def _check_signer_key(key: PublicKeyTypes) -> None:
+    if not isinstance(key, rsa.RSAPublicKey):
+        # RFC 8894 3.1: answers are encrypted to the signer's key by RSA key transport.
+        raise ScepFailure(FailInfo.BAD_ALG, "the signer certificate must carry an RSA key")
+    exponent = key.public_numbers().e
+    if key.key_size > MAX_RSA_BITS or exponent.bit_length() > MAX_RSA_EXPONENT_BITS:
+        raise ScepFailure(
+            FailInfo.BAD_ALG,
+            f"the signer key must be RSA of at most {MAX_RSA_BITS} bits with a small exponent",
+            detail=f"RSA {key.key_size} bits, exponent of {exponent.bit_length()} bits",
+        )
+
+
+def check(message: SignedMessage) -> MessageType:
+    """Everything that is decided from the outer SignedData, cheapest first, before any use of
+    a private key: the attributes, the signer key, the signature, the messageType.
+
+    These refusals say nothing about the encrypted content, so they may differ; what fails
+    after key transport gets one answer (``open_request``).
+    """
+    _check_attributes(message)
+    _check_signer_key(message.signer.public_key)
+    verify(message)
+    return message_type(message)
 
 
 def verify(message: SignedMessage) -> None:
@@ -193,18 +256,20 @@ class _IssuerAndSubject(core.Sequence):  # type: ignore[misc]
     _fields = [("issuer", asn1_x509.Name), ("subject", asn1_x509.Name)]  # noqa: RUF012
 
 
+class _Unreadable(ValueError):
+    """The decrypted content is not what the messageType says."""
+
+
 def _with_payload(request: PkiRequest, plaintext: bytes) -> PkiRequest:
     kind = request.message_type
     if kind in (MessageType.PKCS_REQ, MessageType.RENEWAL_REQ):
         csr = scep_csr.parse(plaintext)
         if not csr.signature_valid:
             # RFC 8894 3.3.1: the CSR signature is the proof of possession of the new key.
-            raise ScepFailure(
-                FailInfo.BAD_MESSAGE_CHECK, "the certificate request signature does not verify"
-            )
+            raise _Unreadable("the certificate request signature does not verify")
         return replace(request, csr=csr)
     if kind is MessageType.CERT_POLL:
-        ias = _IssuerAndSubject.load(plaintext)
+        ias = _IssuerAndSubject.load(plaintext, strict=True)
         return replace(
             request,
             issuer_and_subject=IssuerAndSubject(
@@ -212,7 +277,7 @@ def _with_payload(request: PkiRequest, plaintext: bytes) -> PkiRequest:
                 subject=scep_csr.load_name(ias["subject"]),
             ),
         )
-    isn = cms.IssuerAndSerialNumber.load(plaintext)
+    isn = cms.IssuerAndSerialNumber.load(plaintext, strict=True)
     return replace(
         request,
         issuer_and_serial=IssuerAndSerial(
@@ -221,14 +286,24 @@ def _with_payload(request: PkiRequest, plaintext: bytes) -> PkiRequest:
     )
 
 
-def open_request(message: SignedMessage, decrypters: Sequence[KeyDecrypter]) -> PkiRequest:
-    """Verify, decrypt and decode the payload of a parsed request."""
-    verify(message)
-    kind = message_type(message)
-    if not message.sender_nonce:
-        # RFC 8894 3.2.1.5: every message carries a senderNonce, which the answer echoes.
-        raise ScepFailure(FailInfo.BAD_REQUEST, "senderNonce missing")
-    opened = scep_cms.open_envelope(message.content, decrypters)
+def open_request(
+    message: SignedMessage,
+    kind: MessageType,
+    decrypters: Sequence[KeyDecrypter],
+    *,
+    fallback_key: Callable[[int], bytes],
+    ciphers: Collection[str] | None = None,
+) -> PkiRequest:
+    """Decrypt and decode the payload of a message that passed ``check``.
+
+    Every failure after key transport (the RSA decryption, the content key's length, the CBC
+    padding, the inner DER, content that does not fit the messageType, the CSR and its
+    signature) takes this one path to one answer: badMessageCheck with the same text. The
+    difference goes to the log only. Telling them apart is a padding oracle (RFC 3218 2.3.2).
+    """
+    opened = scep_cms.open_envelope(
+        message.content, decrypters, fallback_key=fallback_key, ciphers=ciphers
+    )
     request = PkiRequest(
         message_type=kind,
         transaction_id=message.transaction_id,
@@ -239,13 +314,12 @@ def open_request(message: SignedMessage, decrypters: Sequence[KeyDecrypter]) -> 
         content_cipher=opened.cipher,
         recipient_index=opened.recipient_index,
     )
+    problem = opened.problem
     try:
-        return _with_payload(request, opened.plaintext)
-    except ScepFailure:
-        raise
+        # Parsed even when the decryption already failed, so that both take the same path.
+        request = _with_payload(request, opened.plaintext)
     except _PARSE_ERRORS as exc:
-        raise ScepFailure(
-            FailInfo.BAD_REQUEST,
-            "the message data does not fit the messageType",
-            detail=f"{type(exc).__name__}: {exc}",
-        ) from None
+        problem = problem or f"{type(exc).__name__}: {exc}"
+    if problem is not None:
+        raise ScepFailure(FailInfo.BAD_MESSAGE_CHECK, scep_cms.UNREADABLE, detail=problem)
+    return request

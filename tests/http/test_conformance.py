@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 
 from gateway.errors import FailInfo, ScepFailure
 from gateway.scep import caps, client
+from gateway.scep import cms as scep_cms
 from gateway.scep.messages import MessageType, PkiStatus
 from tests.conftest import Gateway, body_of
 from tests.support import Device, cn, fresh_key, register
@@ -421,7 +422,7 @@ async def test_env_02_envelope_for_someone_else_is_badmessagecheck(gateway: Gate
     reply = device.read(await gateway.pki(device.pkcsreq("pass", [stranger])))
     assert reply.status is PkiStatus.FAILURE
     assert reply.fail_info == FailInfo.BAD_MESSAGE_CHECK
-    assert reply.fail_info_text == "the request could not be decrypted"
+    assert reply.fail_info_text == scep_cms.UNREADABLE
 
 
 async def test_req_01_csr_signature_must_verify(gateway: Gateway) -> None:
@@ -499,7 +500,7 @@ async def test_rep_06_success_is_encrypted_to_the_request_signer(gateway: Gatewa
     stranger = Device("rep06-stranger", key=fresh_key())
     with pytest.raises(ScepFailure) as failure:
         client.read_cert_rep(body, recipient=stranger.identity)
-    assert failure.value.client_text == "the request could not be decrypted"
+    assert failure.value.client_text == scep_cms.UNREADABLE
 
 
 async def test_rep_07_failure_has_no_envelope(gateway: Gateway) -> None:

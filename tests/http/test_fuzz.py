@@ -6,6 +6,7 @@ Every outcome is an HTTP 4xx or a signed CertRep FAILURE; nothing is ever stored
 from __future__ import annotations
 
 import base64
+import os
 from functools import cache
 from urllib.parse import quote
 
@@ -114,7 +115,8 @@ def _decode(data: bytes) -> None:
     except MalformedRequest:
         return
     try:
-        decode.open_request(message, [_ca()])
+        kind = decode.check(message)
+        decode.open_request(message, kind, [_ca()], fallback_key=os.urandom)
     except ScepFailure:
         return
 
@@ -134,7 +136,7 @@ def test_decoder_mutated_messages_raise_only_our_errors(data: bytes) -> None:
 def test_the_unmutated_message_decodes() -> None:
     """The fuzz seed is valid, so mutations start from a message that gets deep."""
     message = decode.read_signed_message(_valid_message())
-    request = decode.open_request(message, [_ca()])
+    request = decode.open_request(message, decode.check(message), [_ca()], fallback_key=os.urandom)
     assert request.csr is not None
     assert request.csr.challenge_password == "challenge"
 
