@@ -13,6 +13,7 @@ from gateway.ca.local import LocalCA
 from gateway.config.model import AliasConfig, CertificateProfile, CrlSettings
 from gateway.errors import NotFound, UnknownAlias
 from gateway.keys.files import KeyPair
+from gateway.logs import clip
 from gateway.policy.pipeline import Pipeline
 from gateway.scep import caps, cms
 
@@ -191,4 +192,4 @@ class Snapshot:
         try:
             return self.aliases[name]
         except KeyError:
-            raise UnknownAlias("unknown SCEP alias", detail=name) from None
+            raise UnknownAlias("unknown SCEP alias", detail=f"unknown alias {clip(name)}") from None

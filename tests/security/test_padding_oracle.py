@@ -11,9 +11,7 @@ a real server (CA key and RA pair, AES and 3DES): it must see exactly one answer
 from __future__ import annotations
 
 import os
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -31,6 +29,7 @@ from gateway.scep import cms as scep_cms
 from gateway.scep.crypto import CONTENT_CIPHERS, content_cipher
 from gateway.scep.messages import MessageType, PkiStatus
 from tests.interop.conftest import Server, start_server, stop_server
+from tests.security.support import Answer, ask, recipient_of
 from tests.support import Device, copy_config, fresh_key
 
 # RA mode with the RA pair: the NDES arrangement, and the one whose secret the attack targets.
@@ -53,50 +52,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield running
     finally:
         stop_server(process)
-
-
-def _get(server: Server, alias: str, operation: str) -> bytes:
-    url = f"{server.url(alias)}?operation={operation}"
-    with urllib.request.urlopen(url, timeout=10) as response:
-        body: bytes = response.read()
-        return body
-
-
-def _recipient(server: Server, alias: str) -> x509.Certificate:
-    """The certificate a client encrypts to: the RA encrypter if GetCACert sends the RA pair."""
-    body = _get(server, alias, "GetCACert")
-    try:
-        return x509.load_der_x509_certificate(body)
-    except ValueError:
-        certs = cms.ContentInfo.load(body)["content"]["certificates"]
-        loaded = [x509.load_der_x509_certificate(c.chosen.dump()) for c in certs]
-        # The encrypter is the certificate with keyEncipherment that is not a CA.
-        return next(
-            c
-            for c in loaded
-            if not c.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-            and c.extensions.get_extension_for_class(x509.KeyUsage).value.key_encipherment
-        )
-
-
-@dataclass(frozen=True)
-class Answer:
-    http_status: int
-    content_type: str
-    pki_status: PkiStatus
-    fail_info: int | None
-    fail_info_text: str | None
-
-
-def _ask(server: Server, alias: str, body: bytes, attacker: Device) -> Answer:
-    request = urllib.request.Request(
-        f"{server.url(alias)}?operation=PKIOperation", data=body, method="POST"
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        data = response.read()
-        status, content_type = response.status, response.headers["Content-Type"]
-    rep = client.read_cert_rep(data, recipient=attacker.identity)
-    return Answer(status, content_type, rep.status, rep.fail_info, rep.fail_info_text)
 
 
 def _envelope(
@@ -176,7 +131,7 @@ def _signed(attacker: Device, enveloped: bytes, kind: MessageType, tid: str) -> 
 @pytest.mark.parametrize("alias", ALIASES)
 def test_padding_oracle_attack_sees_one_answer(server: Server, alias: str, cipher: str) -> None:
     secret = (server.data_dir / "ra-demo.secret").read_text().strip()
-    recipient = _recipient(server, alias)
+    recipient = recipient_of(server, alias)
     key_len, block = CONTENT_CIPHERS[cipher]
     attacker = Device("attacker", key=fresh_key())
 
@@ -190,16 +145,16 @@ def test_padding_oracle_attack_sees_one_answer(server: Server, alias: str, ciphe
 
     answers: dict[Answer, list[str]] = {}
 
-    def ask(label: str, enveloped: bytes, kind: MessageType = MessageType.PKCS_REQ) -> None:
+    def query(label: str, enveloped: bytes, kind: MessageType = MessageType.PKCS_REQ) -> None:
         body = _signed(attacker, enveloped, kind, f"oracle-{len(answers)}-{label[:20]}")
-        answers.setdefault(_ask(server, alias, body, attacker), []).append(label)
+        answers.setdefault(ask(server, alias, body, attacker), []).append(label)
 
     # The attack's first step: every value of the last IV byte in front of the last block.
     # Exactly the values that make the block end in a valid padding would answer differently.
     prefix = os.urandom(block - 1)
     for guess in range(256):
         chosen_iv = prefix + bytes([guess])
-        ask(
+        query(
             f"iv byte {guess}",
             _envelope(
                 recipient,
@@ -239,7 +194,7 @@ def test_padding_oracle_attack_sees_one_answer(server: Server, alias: str, ciphe
         ),
     }
     for label, (wrapped, chosen_iv, ciphertext) in variants.items():
-        ask(
+        query(
             label,
             _envelope(
                 recipient,
@@ -249,7 +204,7 @@ def test_padding_oracle_attack_sees_one_answer(server: Server, alias: str, ciphe
                 ciphertext=ciphertext,
             ),
         )
-    ask(
+    query(
         "OAEP failure",
         _envelope(
             recipient,
@@ -264,9 +219,9 @@ def test_padding_oracle_attack_sees_one_answer(server: Server, alias: str, ciphe
     whole = _envelope(
         recipient, cipher=cipher, encrypted_key=encrypted_key, iv=iv, ciphertext=captured
     )
-    ask("CSR as CertPoll", whole, MessageType.CERT_POLL)
-    ask("CSR as GetCert", whole, MessageType.GET_CERT)
-    ask("CSR as GetCRL", whole, MessageType.GET_CRL)
+    query("CSR as CertPoll", whole, MessageType.CERT_POLL)
+    query("CSR as GetCert", whole, MessageType.GET_CERT)
+    query("CSR as GetCRL", whole, MessageType.GET_CRL)
 
     assert len(answers) == 1, {a: labels[:5] for a, labels in answers.items()}
     (answer,) = answers
@@ -279,7 +234,7 @@ def test_padding_oracle_attack_sees_one_answer(server: Server, alias: str, ciphe
         assert detail in log, detail
     # The captured request was a real one: sent as it was, it is issued.
     honest = _signed(victim, whole, MessageType.PKCS_REQ, f"honest-{alias}-{cipher}")
-    assert _ask(server, alias, honest, victim).pki_status is PkiStatus.SUCCESS
+    assert ask(server, alias, honest, victim).pki_status is PkiStatus.SUCCESS
 
 
 class _StrictDecrypter:
