@@ -162,7 +162,7 @@ class Enrollment:
             return None
         try:
             issuer = load_name(asn1_x509.Name.load(signer.issuer_der)).rfc4514_string()
-        except ValueError:
+        except (ValueError, TypeError):
             return None
         record = await self._store.find_certificate_by_issuer_dn(issuer, signer.serial)
         return record if record is not None and record.der == signer.certificate_der else None

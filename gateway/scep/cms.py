@@ -198,12 +198,23 @@ class Opened:
     problem: str | None = None
 
 
+def names_match(a: asn1_x509.Name, b: asn1_x509.Name) -> bool:
+    """RFC 5280 7.1 name matching: the same DER, or equal after asn1crypto's normalisation
+    (which raises on attribute values that are no strings, such as an x500UniqueIdentifier:
+    those names match by their DER only)."""
+    if a.dump() == b.dump():
+        return True
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):
+        return False
+
+
 def _rid_matches(rid: cms.RecipientIdentifier, cert: asn1_x509.Certificate) -> bool:
     if rid.name == "issuer_and_serial_number":
         ias = rid.chosen
-        # asn1crypto compares Names after RFC 5280 7.1 normalisation.
-        return bool(
-            ias["serial_number"].native == cert.serial_number and ias["issuer"] == cert.issuer
+        return ias["serial_number"].native == cert.serial_number and names_match(
+            ias["issuer"], cert.issuer
         )
     ski = cert.key_identifier
     return ski is not None and hmac.compare_digest(bytes(rid.chosen.native), ski)

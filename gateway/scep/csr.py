@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 from asn1crypto import core
 from asn1crypto import csr as asn1_csr
@@ -42,18 +43,20 @@ def load_name(value: asn1_x509.Name) -> x509.Name:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         for rdn in value.chosen:
-            attrs = []
+            attrs: list[x509.NameAttribute[Any]] = []
             for ava in rdn:
                 value = ava["value"]
-                text = value.native
-                attrs.append(
-                    x509.NameAttribute(
-                        x509.ObjectIdentifier(ava["type"].dotted),
-                        text if isinstance(text, str) else str(text),
-                        _type=_string_type(value),
-                        _validate=False,
-                    )
-                )
+                oid = x509.ObjectIdentifier(ava["type"].dotted)
+                native = value.native
+                kind = _string_type(value)
+                if kind is _ASN1Type.BitString and isinstance(native, bytes):
+                    # x500UniqueIdentifier (RFC 4519 2.40): cryptography takes the octets.
+                    attrs.append(x509.NameAttribute(oid, native, _type=kind))
+                elif isinstance(native, str):
+                    attrs.append(x509.NameAttribute(oid, native, _type=kind, _validate=False))
+                else:
+                    # Not a string (an INTEGER, a bit tuple): kept readable, typed by default.
+                    attrs.append(x509.NameAttribute(oid, str(native), _validate=False))
             rdns.append(x509.RelativeDistinguishedName(attrs))
     return x509.Name(rdns)
 

@@ -17,7 +17,6 @@ from asn1crypto import x509 as asn1_x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from gateway.errors import FailInfo, MalformedRequest, ScepFailure
 from gateway.scep import cms as scep_cms
@@ -39,6 +38,8 @@ from gateway.scep.messages import (
 MAX_CERTIFICATES = 8
 MAX_RSA_BITS = 8192
 MAX_RSA_EXPONENT_BITS = 32
+# RFC 5280 4.1.2.2: CAs use at most 20 octets; a client's throwaway certificate gets some slack.
+MAX_SERIAL_BITS = 64 * 8
 # RFC 8894 3.2.1.1: transactionID is a PrintableString. Observed formats (hex and base64 key
 # hashes, certmonger's long decimal, UUIDs, "SSCEP transactionId") fit in 128 characters.
 MAX_TRANSACTION_ID = 128
@@ -86,8 +87,8 @@ def _signer(certificates: list[asn1_x509.Certificate], sid: cms.SignerIdentifier
     for cert in certificates:
         if sid.name == "issuer_and_serial_number":
             ias = sid.chosen
-            match = (
-                ias["serial_number"].native == cert.serial_number and ias["issuer"] == cert.issuer
+            match = ias["serial_number"].native == cert.serial_number and scep_cms.names_match(
+                ias["issuer"], cert.issuer
             )
         else:
             ski = cert.key_identifier
@@ -189,7 +190,14 @@ def _check_attributes(message: SignedMessage) -> None:
         )
 
 
-def _check_signer_key(key: PublicKeyTypes) -> None:
+def _check_signer(signer: Signer) -> None:
+    if signer.serial.bit_length() > MAX_SERIAL_BITS:
+        raise ScepFailure(
+            FailInfo.BAD_REQUEST,
+            "the signer certificate's serial number is longer than 64 octets",
+            detail=f"signer serial of {signer.serial.bit_length()} bits",
+        )
+    key = signer.public_key
     if not isinstance(key, rsa.RSAPublicKey):
         # RFC 8894 3.1: answers are encrypted to the signer's key by RSA key transport.
         raise ScepFailure(FailInfo.BAD_ALG, "the signer certificate must carry an RSA key")
@@ -210,7 +218,7 @@ def check(message: SignedMessage) -> MessageType:
     after key transport gets one answer (``open_request``).
     """
     _check_attributes(message)
-    _check_signer_key(message.signer.public_key)
+    _check_signer(message.signer)
     verify(message)
     return message_type(message)
 

@@ -122,7 +122,9 @@ def check_serial(serial: object) -> int:
     if not isinstance(serial, int) or isinstance(serial, bool):
         raise InvalidRecord(f"serial must be an int, not {type(serial).__name__}")
     if not 0 < serial < SERIAL_LIMIT:
-        raise InvalidRecord(f"serial {serial} is not a positive number of at most 160 bits")
+        # The bit length, not the number: a client's 60 KB INTEGER has more digits than
+        # Python converts to decimal.
+        raise InvalidRecord(f"serial of {serial.bit_length()} bits is not in 1..2**160")
     return serial
 
 

@@ -11,16 +11,20 @@ from functools import cache
 from urllib.parse import quote
 
 import pytest
+from asn1crypto import cms
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import Encoding
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.errors import MalformedRequest, ScepFailure
 from gateway.keys.files import KeyPair
 from gateway.scep import client, decode
-from gateway.scep.messages import PkiStatus
+from gateway.scep.messages import MessageType, PkiStatus
+from tests import shapes
 from tests.conftest import Gateway, body_of
+from tests.shapes import resigned_certificate
 from tests.support import Device
 
 FUZZ = settings(
@@ -216,6 +220,44 @@ async def test_the_unmutated_message_to_our_own_keys_is_issued(gateway: Gateway)
     response = await gateway.client.post("/scep/ra/pkiclient.exe", data=body)
     reply = client.read_cert_rep(await body_of(response), recipient=_device().identity)
     assert reply.status is PkiStatus.SUCCESS, reply.fail_info_text
+
+
+@pytest.mark.asyncio
+@FUZZ
+@given(data=st.data())
+async def test_http_odd_shapes_never_500(gateway: Gateway, data: st.DataObject) -> None:
+    """Huge INTEGERs, signers named by subjectKeyIdentifier and every DN attribute type, in the
+    signer certificate, the CSR and the IssuerAndSerialNumber of GetCert and GetCRL."""
+    recipient = await gateway.ca_certificate("ra")
+    secret = (gateway.settings.data_dir / "ra-demo.secret").read_text().strip()
+    device = _device()
+    ski = os.urandom(20) if data.draw(st.booleans()) else None
+    signer = resigned_certificate(
+        device.key,
+        serial=data.draw(shapes.serials),
+        issuer=data.draw(shapes.names()),
+        subject=data.draw(shapes.names()),
+        ski=ski,
+    )
+    kind = data.draw(
+        st.sampled_from([MessageType.PKCS_REQ, MessageType.GET_CERT, MessageType.GET_CRL])
+    )
+    if kind is MessageType.PKCS_REQ:
+        payload = shapes.raw_csr(device.key, data.draw(shapes.names()), secret)
+    else:
+        payload = cms.IssuerAndSerialNumber(
+            {"issuer": data.draw(shapes.names()), "serial_number": data.draw(shapes.serials)}
+        ).dump()
+    enveloped = client.envelope_for(payload, [recipient], random=os.urandom(64))
+    body = shapes.raw_pki_message(device.key, signer, enveloped, kind=kind, by_ski=ski)
+    response = await gateway.client.post("/scep/ra/pkiclient.exe", data=body)
+    answer = await body_of(response)
+    if response.status_code == 200:
+        reply = decode.read_signed_message(answer, [recipient.public_bytes(Encoding.DER)])
+        decode.verify(reply)
+        assert reply.transaction_id == "odd-shape"
+    else:
+        assert response.status_code in HTTP_REFUSALS, (response.status_code, answer[:200])
 
 
 def test_der_of_the_ca_is_what_the_fuzzer_encrypts_to() -> None:
