@@ -8,14 +8,21 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from gateway import assembly
+from gateway.ca import bootstrap
+from gateway.ca.local import LocalCA, issue_ra_pair
 from gateway.config import loader
+from gateway.config.model import CaCreate
 from gateway.errors import ConfigError, FailInfo
+from gateway.policy import names
+from gateway.registry import CaRuntime
 from gateway.scep import client
 from gateway.scep.messages import PkiStatus
 from tests.conftest import Gateway, running_gateway
@@ -232,3 +239,39 @@ def test_bad_patterns_are_config_errors(tmp_path: Path) -> None:
         ("profiles/certificate/bad.yaml", "$.subject_alt_names.allow.ip[0]"),
     }
     assert all(i.message.startswith("not a valid pattern: ") for i in raised.value.issues)
+
+
+def test_reserved_subjects_cover_every_served_certificate() -> None:
+    """Another CA of the configuration, a rollover generation, the issuers in a CA file and
+    both RA certificates: each is a name no leaf may take."""
+    now = datetime.now(UTC)
+
+    def ca(subject: str) -> LocalCA:
+        spec = CaCreate(subject=subject, key_type="ec", key_size=256)
+        return LocalCA(name="x", key_pair=bootstrap.new_ca(spec, digest="sha256", now=now))
+
+    root, current, rolled, other = (
+        ca(s) for s in ("CN=Root", "CN=Issuing,O=T", "CN=Issuing 2,O=T", "CN=Other")
+    )
+    signer, encrypter = issue_ra_pair(rolled, now=now, serials=(1, 2), validity=timedelta(days=1))
+    runtime = CaRuntime(
+        name="Issuing",
+        issuer=current,
+        chain=(root.certificate,),
+        next=CaRuntime(
+            name="Issuing", issuer=rolled, chain=(), ra_signer=signer, ra_encrypter=encrypter
+        ),
+    )
+    reserved = assembly.reserved_subjects(
+        {"Issuing": runtime, "Other": CaRuntime(name="Other", issuer=other, chain=())}
+    )
+    expected = [
+        root.certificate.subject,
+        current.certificate.subject,
+        rolled.certificate.subject,
+        other.certificate.subject,
+        signer.certificate.subject,
+        encrypter.certificate.subject,
+    ]
+    assert reserved == {names.name_key(n) for n in expected}
+    assert len(reserved) == 6
