@@ -148,22 +148,6 @@ def secret_reader(
     return read
 
 
-def reserved_subjects(cas: dict[str, CaRuntime]) -> frozenset[names.NameKey]:
-    """The subjects no issued certificate may have: every CA generation, its issuers and RA
-    certificates, of every CA in the snapshot (not only the alias's own)."""
-    certificates = [
-        cert
-        for ca in cas.values()
-        for generation in ca.generations
-        for cert in (
-            generation.certificate,
-            *generation.chain,
-            *(p.certificate for p in (generation.ra_signer, generation.ra_encrypter) if p),
-        )
-    ]
-    return frozenset(names.name_key(c.subject) for c in certificates)
-
-
 def build_alias(
     alias: AliasConfig,
     config: Config,
@@ -191,6 +175,22 @@ def build_alias(
         pipeline=pipeline,
         certificate_profile=certificate_profile,
     )
+
+
+def reserved_subjects(cas: dict[str, CaRuntime]) -> frozenset[names.NameKey]:
+    """The subjects no issued certificate may have: every CA generation, its issuers and RA
+    certificates, of every CA in the snapshot (not only the alias's own)."""
+    certificates = [
+        cert
+        for ca in cas.values()
+        for generation in ca.generations
+        for cert in (
+            generation.certificate,
+            *generation.chain,
+            *(p.certificate for p in (generation.ra_signer, generation.ra_encrypter) if p),
+        )
+    ]
+    return frozenset(names.name_key(c.subject) for c in certificates)
 
 
 def assemble(config: Config, data_dir: Path, *, in_memory: bool = False) -> Snapshot:
