@@ -23,6 +23,7 @@ from gateway.keys.files import (
     load_key_pair,
     read_file,
 )
+from gateway.policy import names
 from gateway.policy import pipeline as policy_pipeline
 from gateway.policy.codes import random_text
 from gateway.registry import AliasRuntime, CaRuntime, ScepKeys, Snapshot
@@ -184,6 +185,7 @@ def build_alias(
             certificate_profile=certificate_profile,
             end_entity_profile=config.end_entity_profiles[alias.end_entity_profile],
             secret=secret_reader(data_dir, alias.source, in_memory=in_memory),
+            reserved_subjects=reserved_subjects(cas),
         )
     )
     keys = tuple(_keys(alias, generation) for n in names for generation in cas[n].generations)
@@ -196,6 +198,22 @@ def build_alias(
         pipeline=pipeline,
         certificate_profile=certificate_profile,
     )
+
+
+def reserved_subjects(cas: dict[str, CaRuntime]) -> frozenset[names.NameKey]:
+    """The subjects no issued certificate may have: every CA generation, its issuers and RA
+    certificates, of every CA in the snapshot (not only the alias's own)."""
+    certificates = [
+        cert
+        for ca in cas.values()
+        for generation in ca.generations
+        for cert in (
+            generation.certificate,
+            *generation.chain,
+            *(p.certificate for p in (generation.ra_signer, generation.ra_encrypter) if p),
+        )
+    ]
+    return frozenset(names.name_key(c.subject) for c in certificates)
 
 
 def assemble(config: Config, data_dir: Path, *, in_memory: bool = False) -> Snapshot:

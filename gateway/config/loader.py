@@ -45,6 +45,7 @@ from gateway.config.model import (
     SecretRef,
 )
 from gateway.errors import ConfigError, ConfigIssue
+from gateway.policy import names
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
 
@@ -212,11 +213,34 @@ def _certificate_profile(name: str, source: str, data: Mapping[str, Any]) -> Cer
             email=tuple(allow["email"]),
             uri=tuple(allow["uri"]),
             ip=tuple(allow["ip"]),
+            allow_wildcards=sans["allow_wildcards"],
         ),
         crl_distribution_points=tuple(data["crl_distribution_points"]),
         ca_issuers=tuple(aia["ca_issuers"]),
         ocsp=tuple(aia["ocsp"]),
     )
+
+
+_SAN_PATTERNS = {
+    "dns": names.parse_dns_pattern,
+    "email": names.parse_email_pattern,
+    "uri": names.parse_uri_pattern,
+    "ip": names.parse_network,
+}
+
+
+def san_pattern_issues(profile: CertificateProfile) -> list[ConfigIssue]:
+    """Every allow-list entry that is not a pattern under gateway/policy/names.py's rules;
+    found here, not at the first request that needs it."""
+    issues = []
+    for kind, parse in _SAN_PATTERNS.items():
+        for i, pattern in enumerate(getattr(profile.subject_alt_names, kind)):
+            try:
+                parse(pattern)
+            except names.NameRefused as exc:
+                where = f"$.subject_alt_names.allow.{kind}[{i}]"
+                issues.append(ConfigIssue(profile.source, where, f"not a valid pattern: {exc}"))
+    return issues
 
 
 def _end_entity_profile(name: str, source: str, data: Mapping[str, Any]) -> EndEntityProfile:
@@ -359,6 +383,8 @@ def load(directory: Path) -> Config:
             else:
                 defaulted = with_defaults(schema(kind.schema), data, kind.schema)
                 targets[kind.schema][name] = _BUILDERS[kind.schema](name, source, defaulted)
+                if kind.schema == "certificate-profile":
+                    issues.extend(san_pattern_issues(targets[kind.schema][name]))
     issues.extend(references(config, invalid))
     if issues:
         raise ConfigError(issues)

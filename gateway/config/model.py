@@ -151,6 +151,7 @@ class SanRules:
     email: tuple[str, ...] = ()
     uri: tuple[str, ...] = ()
     ip: tuple[str, ...] = ()
+    allow_wildcards: bool = False  # a requested `*.example.com` dNSName (gateway/policy/names)
 
 
 @dataclass(frozen=True)

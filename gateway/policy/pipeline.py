@@ -11,6 +11,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography import x509
+
 from gateway.config.model import (
     PHASES,
     AliasConfig,
@@ -24,6 +26,7 @@ from gateway.policy.approval import ManualApproval
 from gateway.policy.authenticate import AUTH_FAILED, EndEntityChallenge, StaticChallenge
 from gateway.policy.authorize import SubjectPattern
 from gateway.policy.context import EnrollmentContext, Pending, Policy, PolicyEnv
+from gateway.policy.names import NameKey, NameRefused, check_subject_text, name_key
 from gateway.policy.naming import EndEntityNaming, SchemeNaming
 from gateway.policy.profile import CertificateProfilePolicy, EndEntityProfilePolicy
 from gateway.policy.renewal import SignerCertificateRenewal
@@ -37,6 +40,8 @@ class BuildContext:
     certificate_profile: CertificateProfile
     end_entity_profile: EndEntityProfile
     secret: Callable[[SecretRef, str], bytes]
+    # name_key() of every CA and RA certificate subject the snapshot serves.
+    reserved_subjects: frozenset[NameKey] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,24 @@ def default_policies(
 class Pipeline:
     phases: tuple[tuple[str, tuple[Policy, ...]], ...]
     names: tuple[tuple[str, tuple[str, ...]], ...]  # for --explain and logs
+    reserved_subjects: frozenset[NameKey] = frozenset()
+
+    def _check_subject(self, subject: x509.Name) -> None:
+        """Whatever policies an alias has, the subject it is given passes these checks."""
+        try:
+            check_subject_text(subject)
+        except NameRefused as exc:
+            raise ScepFailure(
+                FailInfo.BAD_REQUEST, "the subject is malformed", detail=str(exc)
+            ) from None
+        if name_key(subject) in self.reserved_subjects:
+            # A leaf named like a CA or RA certificate would be taken for it by path
+            # building that goes by name (RFC 5280 6.1: names chain certificates).
+            raise ScepFailure(
+                FailInfo.BAD_REQUEST,
+                "the subject is the name of a CA or RA certificate",
+                detail=f"subject {subject.rfc4514_string()!r} is reserved",
+            )
 
     async def run(self, ctx: EnrollmentContext, env: PolicyEnv) -> EnrollmentContext | Pending:
         for _phase, policies in self.phases:
@@ -116,6 +139,9 @@ class Pipeline:
                 if isinstance(outcome, Pending):
                     return outcome
                 ctx = outcome
+            # After each phase, so a subject waiting for approval was checked too.
+            if ctx.subject is not None:
+                self._check_subject(ctx.subject)
         if not ctx.authenticated:
             # Nothing vouched for the requester (e.g. signed by an issued certificate on an
             # alias without renewal, and no challenge).
@@ -154,8 +180,8 @@ def build(b: BuildContext) -> Pipeline:
         phases.append((phase, tuple(built)))
     if issues:
         raise ConfigError(issues)
-    names = tuple(
+    phase_names = tuple(
         (phase, tuple(c.type for c in configs))
         for phase, configs in default_policies(b.alias, b.end_entity_profile).items()
     )
-    return Pipeline(phases=tuple(phases), names=names)
+    return Pipeline(phases=tuple(phases), names=phase_names, reserved_subjects=b.reserved_subjects)

@@ -6,7 +6,6 @@ operator's log.
 
 from __future__ import annotations
 
-import fnmatch
 import ipaddress
 from dataclasses import replace
 
@@ -15,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from gateway.config.model import CertificateProfile, EndEntityProfile
 from gateway.errors import FailInfo, ScepFailure
-from gateway.policy import dn
+from gateway.policy import dn, names
 from gateway.policy.context import EnrollmentContext, Pending, PolicyEnv
 
 
@@ -62,21 +61,43 @@ class EndEntityProfilePolicy:
         return replace(ctx, subject=subject)
 
 
-def _san_allowed(name: x509.GeneralName, profile: CertificateProfile) -> bool:
-    rules = profile.subject_alt_names
-    if isinstance(name, x509.DNSName):
-        return any(fnmatch.fnmatchcase(name.value.lower(), p.lower()) for p in rules.dns)
-    if isinstance(name, x509.RFC822Name):
-        return any(fnmatch.fnmatchcase(name.value.lower(), p.lower()) for p in rules.email)
-    if isinstance(name, x509.UniformResourceIdentifier):
-        return any(fnmatch.fnmatchcase(name.value, p) for p in rules.uri)
-    if isinstance(name, x509.IPAddress):
-        return any(
-            name.value in ipaddress.ip_network(net, strict=False)
-            for net in rules.ip
-            if isinstance(name.value, ipaddress.IPv4Address | ipaddress.IPv6Address)
-        )
-    return False
+class _SanMatcher:
+    """The allow-list of ``subject_alt_names``, parsed once (the loader validated it)."""
+
+    def __init__(self, profile: CertificateProfile) -> None:
+        rules = profile.subject_alt_names
+        self.wildcards = rules.allow_wildcards
+        self.dns = tuple(names.parse_dns_pattern(p) for p in rules.dns)
+        self.email = tuple(names.parse_email_pattern(p) for p in rules.email)
+        self.uri = tuple(names.parse_uri_pattern(p) for p in rules.uri)
+        self.ip = tuple(names.parse_network(p) for p in rules.ip)
+
+    def check(self, name: x509.GeneralName) -> None:
+        """NameRefused unless ``name`` is well-formed (every mode that issues SANs)."""
+        names.check_value_text(name)
+        if isinstance(name, x509.DNSName):
+            names.check_dns_name(name.value, allow_wildcard=self.wildcards)
+        elif isinstance(name, x509.RFC822Name):
+            names.check_email(name.value)
+        elif isinstance(name, x509.UniformResourceIdentifier):
+            names.check_uri(name.value)
+
+    def allowed(self, name: x509.GeneralName) -> bool:
+        """Whether the (checked) ``name`` matches the allow-list."""
+        if isinstance(name, x509.DNSName):
+            labels = names.check_dns_name(name.value, allow_wildcard=self.wildcards)
+            return names.dns_matches(labels, self.dns)
+        if isinstance(name, x509.RFC822Name):
+            email = names.check_email(name.value)
+            return any(p.matches(email) for p in self.email)
+        if isinstance(name, x509.UniformResourceIdentifier):
+            uri = names.check_uri(name.value)
+            return any(p.matches(uri) for p in self.uri)
+        if isinstance(name, x509.IPAddress) and isinstance(
+            name.value, ipaddress.IPv4Address | ipaddress.IPv6Address
+        ):
+            return names.ip_allowed(name.value, self.ip)
+        return False
 
 
 class CertificateProfilePolicy:
@@ -84,6 +105,7 @@ class CertificateProfilePolicy:
 
     def __init__(self, profile: CertificateProfile) -> None:
         self._profile = profile
+        self._sans = _SanMatcher(profile)
 
     def _check_key(self, ctx: EnrollmentContext) -> None:
         csr = ctx.request.csr
@@ -117,11 +139,17 @@ class CertificateProfilePolicy:
         mode = self._profile.subject_alt_names.mode
         if mode == "drop" or not requested:
             return replace(ctx, subject_alt_names=())
-        if mode == "allow_list":
-            for name in requested:
-                if not _san_allowed(name, self._profile):
-                    raise _refuse(
-                        "a requested subject alternative name is not allowed",
-                        f"profile {self._profile.name}: SAN {name!r} not in the allow-list",
-                    )
+        for name in requested:
+            try:
+                self._sans.check(name)
+            except names.NameRefused as exc:
+                raise _refuse(
+                    "a requested subject alternative name is not allowed",
+                    f"profile {self._profile.name}: SAN {name!r}: {exc}",
+                ) from None
+            if mode == "allow_list" and not self._sans.allowed(name):
+                raise _refuse(
+                    "a requested subject alternative name is not allowed",
+                    f"profile {self._profile.name}: SAN {name!r} not in the allow-list",
+                )
         return replace(ctx, subject_alt_names=tuple(requested))
