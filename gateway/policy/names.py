@@ -76,8 +76,7 @@ def _check_label(label: str) -> None:
     if label.startswith("xn--"):
         # An A-label must decode to a valid IDNA 2008 U-label (RFC 5891 5.4) and encode back
         # to itself: else two spellings name one host, or a "xn--" label names none.
-        # `idna` (IDNA 2008) comes with anyio, which watchfiles needs; the stdlib codec is
-        # IDNA 2003.
+        # `idna` implements IDNA 2008; the stdlib codec is IDNA 2003.
         try:
             again = idna.alabel(idna.ulabel(label)).decode("ascii")
         except (UnicodeError, ValueError):
