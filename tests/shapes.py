@@ -93,6 +93,7 @@ def raw_pki_message(
     kind: MessageType = MessageType.PKCS_REQ,
     by_ski: bytes | None = None,
     transaction_id: str = "odd-shape",
+    extra_certificates: int = 0,
 ) -> bytes:
     """A pkiMessage signed by ``key``, carrying ``cert_der``, its signer named by issuer and
     serial or (``by_ski``) by subjectKeyIdentifier."""
@@ -132,7 +133,7 @@ def raw_pki_message(
             "version": version,
             "digest_algorithms": [{"algorithm": "sha256"}],
             "encap_content_info": {"content_type": "data", "content": enveloped},
-            "certificates": [cert],
+            "certificates": [cert] + [cert] * extra_certificates,
             "signer_infos": [signer_info],
         }
     )

@@ -11,6 +11,7 @@ from typing import Protocol
 from cryptography import x509
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
@@ -71,6 +72,20 @@ RESPONSE_CIPHER = {
     "aes192_cbc": "aes192_cbc",
     "aes256_cbc": "aes256_cbc",
 }
+
+
+# RSA keys beyond 8192 bits or with a public exponent beyond 32 bits exist only to make each
+# verification expensive (a 3070-bit exponent costs 180 times 65537's); no client sends them.
+MAX_RSA_BITS = 8192
+MAX_RSA_EXPONENT_BITS = 32
+
+
+def rsa_key_out_of_bounds(key: rsa.RSAPublicKey) -> str | None:
+    """Why verifying with this key would cost more than any real client's, or None."""
+    exponent = key.public_numbers().e
+    if key.key_size > MAX_RSA_BITS or exponent.bit_length() > MAX_RSA_EXPONENT_BITS:
+        return f"RSA {key.key_size} bits, exponent of {exponent.bit_length()} bits"
+    return None
 
 
 def content_cipher(name: str, key: bytes, iv: bytes) -> Cipher[modes.CBC]:

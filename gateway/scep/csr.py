@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, paddin
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPublicKeyTypes
 from cryptography.x509.name import _ASN1Type
 
-from gateway.scep.crypto import DIGESTS, digest
+from gateway.scep.crypto import DIGESTS, digest, rsa_key_out_of_bounds
 
 
 @dataclass(frozen=True)
@@ -136,6 +136,11 @@ def parse(der: bytes) -> CertificationRequest:
         | ed448.Ed448PublicKey,
     ):
         raise ValueError("unsupported public key type in the request")
+    too_costly = rsa_key_out_of_bounds(key) if isinstance(key, rsa.RSAPublicKey) else None
+    if too_costly is not None:
+        # Before the signature is verified: that verification is what such a key makes
+        # expensive. The profile's own key limits apply later, to a request known valid.
+        raise ValueError(f"request key out of bounds: {too_costly}")
     challenge: str | None = None
     for attr in info["attributes"]:
         if attr["type"].native == "challenge_password":

@@ -22,7 +22,13 @@ from gateway.errors import FailInfo, MalformedRequest, ScepFailure
 from gateway.scep import cms as scep_cms
 from gateway.scep import csr as scep_csr
 from gateway.scep import der, oids
-from gateway.scep.crypto import DIGESTS, KeyDecrypter, hash_bytes
+from gateway.scep.crypto import (
+    DIGESTS,
+    MAX_RSA_BITS,
+    KeyDecrypter,
+    hash_bytes,
+    rsa_key_out_of_bounds,
+)
 from gateway.scep.messages import (
     IssuerAndSerial,
     IssuerAndSubject,
@@ -33,11 +39,8 @@ from gateway.scep.messages import (
 )
 
 # Bounds on what an unauthenticated client makes us parse and verify. Real clients send one
-# signer certificate (a renewal perhaps its chain); RSA keys beyond 8192 bits or with a public
-# exponent beyond 32 bits exist only to make each verification expensive.
+# signer certificate (a renewal perhaps its chain).
 MAX_CERTIFICATES = 8
-MAX_RSA_BITS = 8192
-MAX_RSA_EXPONENT_BITS = 32
 # RFC 5280 4.1.2.2: CAs use at most 20 octets; a client's throwaway certificate gets some slack.
 MAX_SERIAL_BITS = 64 * 8
 # RFC 8894 3.2.1.1: transactionID is a PrintableString. Observed formats (hex and base64 key
@@ -201,12 +204,12 @@ def _check_signer(signer: Signer) -> None:
     if not isinstance(key, rsa.RSAPublicKey):
         # RFC 8894 3.1: answers are encrypted to the signer's key by RSA key transport.
         raise ScepFailure(FailInfo.BAD_ALG, "the signer certificate must carry an RSA key")
-    exponent = key.public_numbers().e
-    if key.key_size > MAX_RSA_BITS or exponent.bit_length() > MAX_RSA_EXPONENT_BITS:
+    too_costly = rsa_key_out_of_bounds(key)
+    if too_costly is not None:
         raise ScepFailure(
             FailInfo.BAD_ALG,
             f"the signer key must be RSA of at most {MAX_RSA_BITS} bits with a small exponent",
-            detail=f"RSA {key.key_size} bits, exponent of {exponent.bit_length()} bits",
+            detail=too_costly,
         )
 
 
