@@ -51,7 +51,7 @@ def _huge_exponent_key() -> rsa.RSAPrivateKey:
     base = key.private_numbers()
     p, q = base.p, base.q
     phi = (p - 1) * (q - 1)
-    e = int.from_bytes(os.urandom(384), "big") | (1 << 3069) | 1
+    e = (int.from_bytes(os.urandom(384), "big") % (1 << 3069)) | (1 << 3069) | 1
     while math.gcd(e, phi) != 1:
         e += 2
     d = pow(e, -1, phi)
