@@ -14,8 +14,9 @@ Which work a check does depends only on the code presented, never on the end ent
 of the generated shape is checked by SHA-256, any other by scrypt, against the entity's hash
 or, if there is none to compare with (unknown user, RA-created entity, locked, expired),
 against a dummy hash of the same scheme. So an unknown username costs what a wrong code
-costs. The one exception: an entity whose operator-chosen code, stored before generated
-codes were hashed by SHA-256, happens to have the generated shape still verifies by scrypt.
+costs, and the work reveals nothing about the entity. The price: an operator-chosen code of
+the generated shape (24 letters and digits) never verifies; the CLI refuses such codes, and
+one set before this rule (old versions accepted any code) must be reset.
 """
 
 from __future__ import annotations
@@ -97,8 +98,6 @@ def verify_code(code: str, stored: str | None) -> bool:
     stored = stored or ""
     scheme = stored.split("$", 1)[0]
     if is_generated_shape(code):
-        if scheme == _PREFIX:
-            return _verify_scrypt(code, stored)  # chosen before the SHA-256 scheme existed
         ok = _verify_sha256(code, stored if scheme == _SHA256 else DUMMY_SHA256)
         return ok and scheme == _SHA256
     # Not the generated shape: only an operator-chosen (scrypt) code can match.
