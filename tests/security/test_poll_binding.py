@@ -27,10 +27,8 @@ from tests.support import Device, cn, copy_config, fresh_key
 
 SECRET = "Poll-Binding-Secret-1"
 RA = "mode: ra\nca: ManagementCA\nra:\n  secret: {env: SCEP_TEST_RA_SECRET}\n"
-ALIASES = {
-    "aliases/ra-approve.yaml": RA + "approval: {required: true}\n",
-    "aliases/ra-capped.yaml": RA + "approval: {required: true, max_pending: 3}\n",
-}
+ALIASES = {"aliases/ra-approve.yaml": RA + "approval: {required: true}\n"}
+CAPPED = {"aliases/ra-capped.yaml": RA + "approval: {required: true, max_pending: 3}\n"}
 
 
 @pytest.fixture
@@ -40,6 +38,17 @@ async def gw(
     monkeypatch.setenv("SCEP_TEST_RA_SECRET", SECRET)
     async with running_gateway(
         tmp_path, shared_data_dir, ALIASES, database_url=database_url
+    ) as running:
+        yield running
+
+
+@pytest.fixture
+async def capped(
+    tmp_path: Path, shared_data_dir: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Gateway]:
+    monkeypatch.setenv("SCEP_TEST_RA_SECRET", SECRET)
+    async with running_gateway(
+        tmp_path, shared_data_dir, {**ALIASES, **CAPPED}, database_url=database_url
     ) as running:
         yield running
 
@@ -157,7 +166,8 @@ async def test_thirty_transactions_for_one_name_give_one_pending_request(gw: Gat
     assert len(await gw.services.store.list_pending()) == 1
 
 
-async def test_an_alias_holds_at_most_max_pending_open_requests(gw: Gateway) -> None:
+async def test_an_alias_holds_at_most_max_pending_open_requests(capped: Gateway) -> None:
+    gw = capped
     devices = [Device(f"capped-{i}", key=fresh_key()) for i in range(5)]
     replies = await asyncio.gather(
         *(_send(gw, d, f"tx-cap-{i}", "ra-capped") for i, d in enumerate(devices))
