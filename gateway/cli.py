@@ -21,7 +21,12 @@ from gateway.ca.local import LocalCA
 from gateway.config import loader
 from gateway.config.model import KeyPairConfig
 from gateway.errors import ConfigError, GatewayError
-from gateway.policy.codes import hash_code, random_text
+from gateway.policy.codes import (
+    generate_code,
+    hash_code,
+    hash_generated_code,
+    is_generated_shape,
+)
 from gateway.registry import Snapshot
 from gateway.revocation import CrlPublisher
 from gateway.settings import Settings
@@ -156,23 +161,60 @@ async def _with_store(settings: Settings, action: object) -> int:
         await store.close()
 
 
+def _expiry(entity: EndEntity) -> str:
+    return entity.code_expires_at.isoformat() if entity.code_expires_at else "never"
+
+
+def _lock(entity: EndEntity) -> str:
+    return f"locked since {entity.locked_at.isoformat()}" if entity.locked_at else "no"
+
+
 def _show(entity: EndEntity) -> str:
     return (
         f"username: {entity.username}\nsubject: {entity.subject_dn}\nca: {entity.ca}\n"
         f"status: {entity.status}\ncreated: {entity.created_at.isoformat()}\n"
-        f"updated: {entity.updated_at.isoformat()}"
+        f"updated: {entity.updated_at.isoformat()}\n"
+        f"code expires: {_expiry(entity)}\n"
+        f"failed attempts: {entity.failed_attempts}\nlocked: {_lock(entity)}"
     )
 
 
 def _code(args: argparse.Namespace) -> tuple[str, bool]:
     if args.password:
-        return args.password, False
-    if args.password_env:
+        value = args.password
+    elif args.password_env:
         value = os.environ.get(args.password_env)
         if not value:
             raise GatewayError(f"environment variable {args.password_env} is empty")
-        return value, False
-    return random_text(os.urandom, 20), True
+    else:
+        return generate_code(os.urandom), True
+    if is_generated_shape(value):
+        # Codes of this shape are checked by SHA-256, which only a random code withstands.
+        raise GatewayError(
+            "a chosen enrollment code must not be 24 letters and digits (the shape of a "
+            "generated code): choose another length, or leave out --password to generate one"
+        )
+    return value, False
+
+
+def _code_hash(code: str, generated: bool) -> str:
+    return hash_generated_code(code) if generated else hash_code(code)
+
+
+def _code_expiry(args: argparse.Namespace, now: datetime) -> datetime | None:
+    if args.code_valid_hours is not None:
+        return now + timedelta(hours=args.code_valid_hours)
+    if args.expires_at is not None:
+        try:
+            when = datetime.fromisoformat(args.expires_at)
+        except ValueError:
+            raise GatewayError(
+                f"--expires-at {args.expires_at!r} is not an ISO 8601 time"
+            ) from None
+        if when.tzinfo is None:
+            raise GatewayError("--expires-at needs a time zone (e.g. 2027-01-31T12:00:00Z)")
+        return when.astimezone(UTC)
+    return None
 
 
 def cmd_entity(args: argparse.Namespace) -> int:
@@ -181,7 +223,10 @@ def cmd_entity(args: argparse.Namespace) -> int:
     async def action(store: Store) -> int:
         if args.entity_command == "list":
             for e in await store.list_end_entities():
-                print(f"{e.username}\t{e.status}\t{e.ca}\t{e.subject_dn}")
+                print(
+                    f"{e.username}\t{e.status}\t{e.ca}\t{e.subject_dn}"
+                    f"\tcode-expires={_expiry(e)}" + ("\tlocked" if e.locked_at else "")
+                )
             return 0
         if args.entity_command == "show":
             entity = await store.get_end_entity(args.username)
@@ -191,6 +236,7 @@ def cmd_entity(args: argparse.Namespace) -> int:
             return 0
         code, generated = _code(args)
         now = utc_now()
+        expires = _code_expiry(args, now)
         if args.entity_command == "add":
             config = loader.load(settings.config_dir)
             if args.ca not in config.cas:
@@ -202,18 +248,24 @@ def cmd_entity(args: argparse.Namespace) -> int:
             await store.add_end_entity(
                 EndEntity(
                     username=args.username,
-                    code_hash=hash_code(code),
+                    code_hash=_code_hash(code, generated),
                     subject_dn=dn.rfc4514_string(),
                     ca=args.ca,
                     status=EntityStatus.NEW,
                     created_at=now,
                     updated_at=now,
+                    code_expires_at=expires,
                 )
             )
             print(f"added end entity {args.username}")
         else:
-            await store.reset_end_entity(args.username, hash_code(code), now)
-            print(f"reset end entity {args.username}: it may enroll once more")
+            await store.reset_end_entity(
+                args.username, _code_hash(code, generated), now, code_expires_at=expires
+            )
+            print(
+                f"reset end entity {args.username}: it may enroll once more "
+                "(failed attempts cleared, unlocked)"
+            )
         if generated:
             print(f"enrollment code: {code}")
         return 0
@@ -307,6 +359,16 @@ def cmd_crl(args: argparse.Namespace) -> int:
     return asyncio.run(_with_store(settings, action))
 
 
+def _positive_hours(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of hours: {text!r}") from None
+    if not 0 < value <= 24 * 366 * 10:
+        raise argparse.ArgumentTypeError("hours must be positive (and at most ten years)")
+    return value
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -382,6 +444,15 @@ def parser() -> argparse.ArgumentParser:
             p.add_argument("--ca", required=True, help="CA name")
         p.add_argument("--password", help="enrollment code (default: generate and print one)")
         p.add_argument("--password-env", help="read the enrollment code from this env variable")
+        valid = p.add_mutually_exclusive_group()
+        valid.add_argument(
+            "--code-valid-hours",
+            type=_positive_hours,
+            help="the code expires this many hours from now (default: never)",
+        )
+        valid.add_argument(
+            "--expires-at", help="the code expires at this ISO 8601 time (default: never)"
+        )
         p.set_defaults(func=cmd_entity)
     lst = ent_sub.add_parser("list", parents=[common], help="list end entities")
     lst.set_defaults(func=cmd_entity)

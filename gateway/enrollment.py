@@ -16,11 +16,10 @@ from gateway.ca.profile import issue_request
 from gateway.errors import FailInfo, ScepFailure
 from gateway.logs import clip
 from gateway.metrics import Metrics
-from gateway.policy.approval import decode_decision
+from gateway.policy.approval import decode_decision, find_own_pending, stored_csr
 from gateway.policy.context import EnrollmentContext, Pending, PolicyEnv
 from gateway.registry import AliasRuntime, ScepKeys
 from gateway.revocation import CrlPublisher
-from gateway.scep import csr as scep_csr
 from gateway.scep import decode, encode
 from gateway.scep.crypto import DIGESTS, RESPONSE_CIPHER
 from gateway.scep.csr import load_name
@@ -201,7 +200,8 @@ class Enrollment:
         self, alias: AliasRuntime, keys: ScepKeys, request: PkiRequest, reply: ReplyTo
     ) -> Answer:
         """CertPoll (GetCertInitial): RFC 8894 3.3.3, EJBCA's state machine (POLL-02)."""
-        pending = await self._store.find_pending(alias.name, request.transaction_id)
+        # Only the requester's key finds its request; anyone else gets the unknown-tid answer.
+        pending = await find_own_pending(self._store, alias.name, request)
         if pending is None:
             # POLL-01: a poll without a matching request MUST be rejected.
             raise ScepFailure(FailInfo.BAD_CERT_ID, "no request with this transactionID")
@@ -226,7 +226,7 @@ class Enrollment:
             if record is not None:
                 cert = x509.load_der_x509_certificate(record.der)
                 return await self._success(alias, keys, request, reply, [cert])
-        csr = scep_csr.parse(pending.csr_der)
+        csr = stored_csr(pending)
         base = EnrollmentContext(
             alias=alias.name,
             ca=pending.ca,

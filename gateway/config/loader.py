@@ -253,6 +253,7 @@ def _end_entity_profile(name: str, source: str, data: Mapping[str, Any]) -> EndE
         allowed=tuple(allowed) if allowed is not None else None,
         defaults=dict(subject["defaults"]),
         approval_required=data["approval_required"],
+        max_failed_attempts=data["max_failed_attempts"],
     )
 
 

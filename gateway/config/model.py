@@ -98,6 +98,7 @@ class RaMode:
 class Approval:
     required: bool = False
     expire_hours: int = 72
+    max_pending: int = 1000
 
 
 @dataclass(frozen=True)
@@ -177,6 +178,7 @@ class EndEntityProfile:
     allowed: tuple[str, ...] | None = None
     defaults: Mapping[str, str] = field(default_factory=dict)
     approval_required: bool = False
+    max_failed_attempts: int | None = 5
 
 
 @dataclass(frozen=True)

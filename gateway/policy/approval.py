@@ -22,7 +22,20 @@ from gateway.policy.context import EnrollmentContext, Pending, PolicyEnv
 from gateway.policy.naming import RA_CODE_HASH
 from gateway.scep import csr as scep_csr
 from gateway.scep.csr import load_name
-from gateway.store import EndEntity, EntityStatus, PendingExists, PendingRequest, PendingStatus
+from gateway.scep.messages import PkiRequest
+from gateway.store import (
+    EndEntity,
+    EntityPending,
+    EntityStatus,
+    PendingExists,
+    PendingRequest,
+    PendingStatus,
+    Store,
+    TooManyPending,
+)
+
+DEFAULT_MAX_PENDING = 1000
+"""Open pending requests an alias holds at most, unless its ``approval.max_pending`` says."""
 
 
 def _san(name: x509.GeneralName) -> list[str]:
@@ -108,16 +121,45 @@ def _decoded(ctx: EnrollmentContext, data: dict[str, Any]) -> EnrollmentContext:
     )
 
 
-def _same_key(stored_csr: bytes, csr: scep_csr.CertificationRequest) -> bool:
+def _same_key(stored: PendingRequest, csr: scep_csr.CertificationRequest) -> bool:
     """The approval belongs to the key of the request that was approved, not to a name:
     anyone else who can produce the name must not collect it."""
-    return bool(scep_csr.parse(stored_csr).public_key == csr.public_key)
+    return stored.key_id is not None and stored.key_id == scep_csr.key_id(csr.public_key)
+
+
+async def find_own_pending(store: Store, alias: str, request: PkiRequest) -> PendingRequest | None:
+    """The pending request a CertPoll asks for, if the poll comes from its requester.
+
+    A transactionID travels in clear and is matched without case (EJBCA), so it proves
+    nothing: the poll must be signed by the request's CSR key, or by the key that signed its
+    PKCSReq (Apple's MDM signer is not the CSR key, REP-06). Anyone else gets None, and with
+    it exactly the answer of an unknown transactionID.
+    """
+    return await store.find_pending_for_key(
+        alias,
+        request.transaction_id,
+        scep_csr.key_id(request.signer.public_key),
+        or_signer=True,
+    )
+
+
+def stored_csr(pending: PendingRequest) -> scep_csr.CertificationRequest:
+    """The CSR of a pending request as stored (no challengePassword, no signature)."""
+    try:
+        return scep_csr.parse(pending.csr_der)
+    except ValueError:
+        raise ScepFailure(
+            FailInfo.BAD_REQUEST,
+            "the approved request cannot be issued; enroll again",
+            detail=f"pending request {pending.id}: stored CSR unreadable",
+        ) from None
 
 
 class ManualApproval:
-    def __init__(self, alias: str, expire_hours: int) -> None:
+    def __init__(self, alias: str, expire_hours: int, max_pending: int = DEFAULT_MAX_PENDING):
         self._alias = alias
         self._lifetime = timedelta(hours=expire_hours)
+        self._max_pending = max_pending
 
     async def apply(self, ctx: EnrollmentContext, env: PolicyEnv) -> EnrollmentContext | Pending:
         if ctx.approved or ctx.renewal_of is not None:
@@ -136,36 +178,56 @@ class ManualApproval:
                 )
         if ctx.username is not None:
             approved = await store.find_approved(self._alias, ctx.username)
-            if approved is not None and _same_key(approved.csr_der, csr):
+            if approved is not None and _same_key(approved, csr):
                 # Approved before, but its issuance failed: issue now, no second approval;
                 # exactly what was approved (the new request only proves the same key).
                 base = replace(
                     ctx,
-                    request=replace(ctx.request, csr=scep_csr.parse(approved.csr_der)),
+                    request=replace(ctx.request, csr=stored_csr(approved)),
                     pending_id=approved.id,
                 )
                 return decode_decision(base, approved.decision)
+        key_id = scep_csr.key_id(csr.public_key)
         request = PendingRequest(
             alias=self._alias,
             ca=ctx.ca,
             transaction_id=ctx.request.transaction_id,
             username=ctx.username,
             subject_dn=ctx.subject.rfc4514_string() if ctx.subject else "",
-            csr_der=csr.der,
+            # RFC 8894 7.3: the challengePassword (RA secret or enrollment code) is not kept.
+            csr_der=scep_csr.without_challenge(csr.der),
             decision=encode_decision(ctx),
             status=PendingStatus.PENDING,
             created_at=ctx.now,
             expires_at=ctx.now + self._lifetime,
+            key_id=key_id,
+            signer_key_id=scep_csr.key_id(ctx.request.signer.public_key),
         )
         try:
-            await store.add_pending(request)
+            await store.add_pending(request, limit=self._max_pending)
         except PendingExists:
-            # A resent PKCSReq (resync, RFC 8894 5.2): answer with the stored request's state.
-            existing = await store.find_pending(self._alias, ctx.request.transaction_id)
+            # A resent PKCSReq (resync, RFC 8894 5.2) of the same key: answer with the stored
+            # request's state. Another key reusing the transactionID never gets here: its
+            # request is its own (the transactionID is unique per key).
+            existing = await store.find_pending_for_key(
+                self._alias, ctx.request.transaction_id, key_id
+            )
             if existing is None or existing.status is not PendingStatus.PENDING:
                 raise ScepFailure(
                     FailInfo.BAD_REQUEST,
                     "this transaction is already closed; poll it or start a new one",
                     detail=f"transaction {ctx.request.transaction_id!r}",
                 ) from None
+        except EntityPending as exc:
+            if exc.existing.key_id != key_id:
+                raise ScepFailure(
+                    FailInfo.BAD_REQUEST,
+                    "another request for this end entity is waiting for approval",
+                    detail=exc.detail,
+                ) from None
+            # The same key again under another transactionID: the same request (a resend).
+        except TooManyPending as exc:
+            raise ScepFailure(
+                FailInfo.BAD_REQUEST, "too many pending requests", detail=exc.detail
+            ) from None
         return Pending(reason=f"waiting for approval of {request.subject_dn}")

@@ -10,7 +10,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from gateway.errors import FailInfo, ScepFailure
-from gateway.policy.codes import DUMMY_HASH, verify_code
+from gateway.policy.codes import verify_code
 from gateway.policy.context import EnrollmentContext, Pending, PolicyEnv
 from gateway.store import EntityStatus
 
@@ -44,10 +44,20 @@ def defer_to_renewal(ctx: EnrollmentContext, renewal_enabled: bool) -> bool:
 
 
 class EndEntityChallenge:
-    """``challenge.end_entity``: CA mode; CN = username, challengePassword = enrollment code."""
+    """``challenge.end_entity``: CA mode; CN = username, challengePassword = enrollment code.
 
-    def __init__(self, *, renewal_enabled: bool = False) -> None:
+    Every way a code can be wrong answers alike, after the same hash work (codes.verify_code
+    compares with a dummy hash where there is nothing real to compare with) and the same
+    one-statement write (the failed-attempt counter): an unknown username, an RA-created
+    entity (no code), a wrong code, a locked entity (``max_failed_attempts`` wrong codes in
+    a row, until an operator resets it) and an expired code.
+    """
+
+    def __init__(
+        self, *, renewal_enabled: bool = False, max_failed_attempts: int | None = None
+    ) -> None:
         self._renewal_enabled = renewal_enabled
+        self._max_failed_attempts = max_failed_attempts
 
     async def apply(self, ctx: EnrollmentContext, env: PolicyEnv) -> EnrollmentContext | Pending:
         if defer_to_renewal(ctx, self._renewal_enabled):
@@ -60,12 +70,21 @@ class EndEntityChallenge:
         code = _challenge(ctx)
         # Check the code before anything else, and spend the same time for an unknown user,
         # so that only a holder of the code learns anything about the entity.
-        ok = await asyncio.to_thread(verify_code, code, entity.code_hash if entity else DUMMY_HASH)
-        if entity is None or not ok or not code:
+        ok = await asyncio.to_thread(verify_code, code, entity.code_hash if entity else None)
+        locked = entity is not None and entity.locked_at is not None
+        expired = (
+            entity is not None
+            and entity.code_expires_at is not None
+            and ctx.now >= entity.code_expires_at
+        )
+        if entity is None or not ok or not code or locked or expired:
+            if username:
+                await env.store.record_failed_attempt(username, self._max_failed_attempts, ctx.now)
             raise ScepFailure(
                 FailInfo.BAD_REQUEST,
                 AUTH_FAILED,
-                detail=f"username={username!r} known={entity is not None}",
+                detail=f"username={username!r} known={entity is not None} "
+                f"locked={locked} expired={expired}",
             )
         if entity.status not in (EntityStatus.NEW, EntityStatus.FAILED):
             raise ScepFailure(

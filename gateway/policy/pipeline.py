@@ -59,7 +59,10 @@ def _static_challenge(params: Mapping[str, Any], b: BuildContext) -> Policy:
 TYPES: dict[str, PolicyType] = {
     "challenge.end_entity": PolicyType(
         "authenticate",
-        lambda p, b: EndEntityChallenge(renewal_enabled=b.alias.renewal.enabled),
+        lambda p, b: EndEntityChallenge(
+            renewal_enabled=b.alias.renewal.enabled,
+            max_failed_attempts=b.end_entity_profile.max_failed_attempts,
+        ),
     ),
     "challenge.static": PolicyType("authenticate", _static_challenge),
     "authorize.subject_pattern": PolicyType(
@@ -71,7 +74,10 @@ TYPES: dict[str, PolicyType] = {
     "naming.end_entity": PolicyType("naming", lambda p, b: EndEntityNaming()),
     "naming.scheme": PolicyType("naming", lambda p, b: SchemeNaming(b.alias.ra.name)),
     "approval.manual": PolicyType(
-        "approval", lambda p, b: ManualApproval(b.alias.name, b.alias.approval.expire_hours)
+        "approval",
+        lambda p, b: ManualApproval(
+            b.alias.name, b.alias.approval.expire_hours, b.alias.approval.max_pending
+        ),
     ),
     "profile.end_entity": PolicyType(
         "profile", lambda p, b: EndEntityProfilePolicy(b.end_entity_profile)

@@ -7,6 +7,7 @@ refuses. We check the self-signature ourselves.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import warnings
 from dataclasses import dataclass
@@ -19,7 +20,10 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPublicKeyTypes
+from cryptography.hazmat.primitives.asymmetric.types import (
+    CertificateIssuerPublicKeyTypes,
+    PublicKeyTypes,
+)
 from cryptography.x509.name import _ASN1Type
 
 from gateway.scep.crypto import DIGESTS, digest, rsa_key_out_of_bounds
@@ -155,3 +159,44 @@ def parse(der: bytes) -> CertificationRequest:
         subject_alt_names=_subject_alt_names(info),
         signature_valid=_signature_valid(request, key),
     )
+
+
+def key_id(key: PublicKeyTypes) -> str:
+    """SHA-256 (hex) of the key's SubjectPublicKeyInfo, re-encoded by cryptography so that
+    one key has one id however a client encoded it. What a pending request is bound to."""
+    spki = key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(spki).hexdigest()
+
+
+def without_challenge(der: bytes) -> bytes:
+    """The request with its challengePassword attribute(s) removed, and no signature.
+
+    What a pending request keeps: the key, the subject and the requested extensions, but not
+    the RA secret or enrollment code (RFC 8894 7.3). The signature goes too: it covers the
+    password, so keeping it would let anyone who reads the row test guesses of a short
+    password offline against the public key. The result parses with :func:`parse` (with
+    ``signature_valid`` False); nothing that reads it back checks the signature.
+    """
+    request = asn1_csr.CertificationRequest.load(der)
+    info = request["certification_request_info"]
+    attributes = asn1_csr.CRIAttributes(
+        [a for a in info["attributes"] if a["type"].native != "challenge_password"]
+    )
+    stripped = asn1_csr.CertificationRequestInfo(
+        {
+            "version": info["version"],
+            "subject": info["subject"],
+            "subject_pk_info": info["subject_pk_info"],
+            "attributes": attributes,
+        }
+    )
+    stored = asn1_csr.CertificationRequest(
+        {
+            "certification_request_info": stripped,
+            "signature_algorithm": request["signature_algorithm"],
+            "signature": core.OctetBitString(b""),
+        }
+    )
+    return bytes(stored.dump())

@@ -9,6 +9,7 @@ from gateway.store.errors import (
     AlreadyRevoked,
     EntityExists,
     EntityNotEnrollable,
+    EntityPending,
     InvalidRecord,
     LatestCertificateChanged,
     NoSuchCertificate,
@@ -18,6 +19,7 @@ from gateway.store.errors import (
     PendingNotApproved,
     PendingNotDecidable,
     SerialCollision,
+    TooManyPending,
 )
 from gateway.store.models import (
     REVOCATION_REASONS,
@@ -40,6 +42,7 @@ __all__ = [
     "EndEntity",
     "EntityExists",
     "EntityNotEnrollable",
+    "EntityPending",
     "EntityStatus",
     "ExpectLatest",
     "InvalidRecord",
@@ -55,4 +58,5 @@ __all__ = [
     "SerialCollision",
     "Store",
     "StoreError",
+    "TooManyPending",
 ]

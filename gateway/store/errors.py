@@ -6,7 +6,12 @@ names the object: the end entity, the certificate, the pending request.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from gateway.errors import StoreError
+
+if TYPE_CHECKING:
+    from gateway.store.models import PendingRequest
 
 
 class InvalidRecord(StoreError):
@@ -86,6 +91,30 @@ class PendingExists(StoreError):
         )
         self.alias = alias
         self.transaction_id = transaction_id
+
+
+class EntityPending(StoreError):
+    """The end entity already has an open (pending) request on the alias: ``existing``."""
+
+    def __init__(self, existing: PendingRequest) -> None:
+        super().__init__(
+            "end entity has a pending request",
+            detail=f"end entity {existing.username!r} on alias {existing.alias!r} "
+            f"has pending request {existing.id}",
+        )
+        self.existing = existing
+
+
+class TooManyPending(StoreError):
+    """The alias holds its maximum of open pending requests."""
+
+    def __init__(self, alias: str, limit: int) -> None:
+        super().__init__(
+            "too many pending requests",
+            detail=f"alias {alias!r} holds {limit} open pending requests",
+        )
+        self.alias = alias
+        self.limit = limit
 
 
 class NoSuchPending(StoreError):

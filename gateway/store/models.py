@@ -142,6 +142,12 @@ class EndEntity:
     status: EntityStatus
     created_at: datetime
     updated_at: datetime
+    failed_attempts: int = 0
+    """Wrong codes since the last reset."""
+    locked_at: datetime | None = None
+    """When too many wrong codes locked it (None: not locked); an operator's reset unlocks."""
+    code_expires_at: datetime | None = None
+    """The code is refused from this instant on (None: it never expires)."""
 
     def __post_init__(self) -> None:
         for name in ("username", "code_hash", "subject_dn", "ca"):
@@ -149,6 +155,10 @@ class EndEntity:
         object.__setattr__(self, "status", _status(self.status))
         object.__setattr__(self, "created_at", _utc("created_at", self.created_at))
         object.__setattr__(self, "updated_at", _utc("updated_at", self.updated_at))
+        if not isinstance(self.failed_attempts, int) or self.failed_attempts < 0:
+            raise InvalidRecord("failed_attempts must be a non-negative int")
+        for name in ("locked_at", "code_expires_at"):
+            object.__setattr__(self, name, _utc(name, getattr(self, name), optional=True))
 
 
 @dataclass(frozen=True)
@@ -234,12 +244,19 @@ class PendingRequest:
     decided_at: datetime | None = None
     issued_serial: int | None = None
     """Serial of the certificate issued for it (status ``issued``)."""
+    key_id: str | None = None
+    """Id of the CSR's public key (gateway.scep.csr.key_id); None only for rows whose stored
+    CSR could not be read when key ids were introduced."""
+    signer_key_id: str | None = None
+    """Id of the key that signed the PKCSReq (Apple's MDM signer differs from the CSR key)."""
 
     def __post_init__(self) -> None:
         for name in ("alias", "ca", "transaction_id", "subject_dn", "decision"):
             _text(name, getattr(self, name))
         _text("username", self.username, optional=True)
         _text("reason", self.reason, optional=True)
+        _text("key_id", self.key_id, optional=True)
+        _text("signer_key_id", self.signer_key_id, optional=True)
         object.__setattr__(self, "csr_der", _bytes("csr_der", self.csr_der))
         object.__setattr__(self, "status", _pending_status(self.status))
         object.__setattr__(self, "created_at", _utc("created_at", self.created_at))

@@ -27,6 +27,7 @@ from sqlalchemy import (
     case,
     func,
     insert,
+    or_,
     select,
     text,
     update,
@@ -42,6 +43,7 @@ from gateway.store.errors import (
     AlreadyRevoked,
     EntityExists,
     EntityNotEnrollable,
+    EntityPending,
     InvalidRecord,
     LatestCertificateChanged,
     NoSuchCertificate,
@@ -51,6 +53,7 @@ from gateway.store.errors import (
     PendingNotApproved,
     PendingNotDecidable,
     SerialCollision,
+    TooManyPending,
 )
 from gateway.store.models import (
     ENROLLABLE,
@@ -105,6 +108,9 @@ def _entity_from_row(row: RowMapping) -> EndEntity:
         status=row["status"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        failed_attempts=row["failed_attempts"],
+        locked_at=row["locked_at"],
+        code_expires_at=row["code_expires_at"],
     )
 
 
@@ -161,6 +167,9 @@ CRL_NUMBER_ATTEMPTS = 5
 _POSTGRES_CRL_LOCK_CLASS = 0x5343_524C
 """First key of the pg_advisory_xact_lock(int, int) that numbers a CRL series ("SCRL")."""
 
+_POSTGRES_PENDING_LOCK_CLASS = 0x5350_4E44
+"""First key of the advisory lock that serializes new pending requests of an alias ("SPND")."""
+
 
 class _CrlNumberTaken(Exception):
     """Another transaction committed the CRL number first: try the next one."""
@@ -191,6 +200,9 @@ def _entity_values(entity: EndEntity) -> dict[str, Any]:
         "status": entity.status.value,
         "created_at": entity.created_at,
         "updated_at": entity.updated_at,
+        "failed_attempts": entity.failed_attempts,
+        "locked_at": entity.locked_at,
+        "code_expires_at": entity.code_expires_at,
     }
 
 
@@ -265,6 +277,8 @@ def _pending_from_row(row: RowMapping) -> PendingRequest:
         reason=row["reason"],
         decided_at=row["decided_at"],
         issued_serial=None if serial is None else _serial_from_text(serial),
+        key_id=row["key_id"],
+        signer_key_id=row["signer_key_id"],
     )
 
 
@@ -286,6 +300,8 @@ def _pending_values(request: PendingRequest) -> dict[str, Any]:
         "issued_serial": (
             None if request.issued_serial is None else _serial_text(request.issued_serial)
         ),
+        "key_id": request.key_id,
+        "signer_key_id": request.signer_key_id,
     }
 
 
@@ -410,18 +426,56 @@ class Store:
             rows = result.mappings().all()
         return [_entity_from_row(row) for row in rows]
 
-    async def reset_end_entity(self, username: str, code_hash: str, now: datetime) -> None:
-        """Let the end entity enroll again with a new code: status NEW. NoSuchEntity if absent."""
+    async def reset_end_entity(
+        self,
+        username: str,
+        code_hash: str,
+        now: datetime,
+        *,
+        code_expires_at: datetime | None = None,
+    ) -> None:
+        """Let the end entity enroll again with a new code: status NEW, no failed attempts,
+        unlocked, the code valid until ``code_expires_at`` (None: no expiry). NoSuchEntity if
+        absent."""
         if now.utcoffset() is None:
             raise InvalidRecord("now must be timezone-aware")
+        if code_expires_at is not None:
+            code_expires_at = _aware("code_expires_at", code_expires_at)
         async with self._writing(f"reset end entity {username!r}") as connection:
             result = await connection.execute(
                 update(end_entities)
                 .where(end_entities.c.username == username)
-                .values(code_hash=code_hash, status=EntityStatus.NEW.value, updated_at=now)
+                .values(
+                    code_hash=code_hash,
+                    status=EntityStatus.NEW.value,
+                    updated_at=now,
+                    failed_attempts=0,
+                    locked_at=None,
+                    code_expires_at=code_expires_at,
+                )
             )
             if result.rowcount != 1:
                 raise NoSuchEntity(username)
+
+    async def record_failed_attempt(self, username: str, limit: int | None, now: datetime) -> None:
+        """Count a wrong code for ``username``; at ``limit`` wrong codes it is locked.
+
+        One UPDATE: a wrong code is answered quickly whatever else writes. An unknown username
+        runs the same statement (it matches no row), so that both paths issue the same query.
+        """
+        now = _aware("now", now)
+        attempts = end_entities.c.failed_attempts + 1
+        lock: Any = end_entities.c.locked_at
+        if limit is not None:
+            lock = case(
+                (attempts >= limit, func.coalesce(end_entities.c.locked_at, now)), else_=lock
+            )
+        async with self._writing("count a failed attempt") as connection:
+            await connection.execute(
+                update(end_entities)
+                .where(end_entities.c.username == username)
+                .values(failed_attempts=attempts, locked_at=lock)
+            )
 
     # Certificates
 
@@ -740,15 +794,62 @@ class Store:
 
     # Pending requests
 
-    async def add_pending(self, request: PendingRequest) -> PendingRequest:
+    async def add_pending(
+        self, request: PendingRequest, *, limit: int | None = None
+    ) -> PendingRequest:
         """Store a request that waits for approval; returns it with its id.
 
-        PendingExists if the alias has a request with that transactionID (exact case).
+        In one transaction, serialized per alias (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: an
+        advisory lock per alias), so that the checks hold on every replica:
+
+        - pending requests of the same end entity on the alias that are past ``expires_at``
+          are marked expired first (they no longer block a new request);
+        - EntityPending if the end entity (``username``) still has an open request on the
+          alias (a unique partial index backs this);
+        - TooManyPending if the alias holds ``limit`` open requests (None: no limit);
+        - PendingExists if the alias has a request with that transactionID (exact case) for
+          the same key (``key_id``).
         """
         if request.id is not None:
             raise InvalidRecord("the store gives a pending request its id")
         action = f"add pending request {request.transaction_id!r} of {request.alias!r}"
+        now = request.created_at
         async with self._writing(action) as connection:
+            if connection.dialect.name == "postgresql":
+                await connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:class, :key)"),
+                    {"class": _POSTGRES_PENDING_LOCK_CLASS, "key": _crl_lock_key(request.alias)},
+                )
+            still_open = (
+                pending_requests.c.alias == request.alias,
+                pending_requests.c.status == PendingStatus.PENDING.value,
+            )
+            if request.username is not None:
+                of_entity = pending_requests.c.username == request.username
+                await connection.execute(
+                    update(pending_requests)
+                    .where(*still_open, of_entity, pending_requests.c.expires_at <= now)
+                    .values(status=PendingStatus.EXPIRED.value)
+                )
+                row = (
+                    (
+                        await connection.execute(
+                            self._select_pending().where(*still_open, of_entity).limit(1)
+                        )
+                    )
+                    .mappings()
+                    .one_or_none()
+                )
+                if row is not None:
+                    raise EntityPending(_pending_from_row(row))
+            if limit is not None:
+                count = await connection.scalar(
+                    select(func.count())
+                    .select_from(pending_requests)
+                    .where(*still_open, pending_requests.c.expires_at > now)
+                )
+                if int(count or 0) >= limit:
+                    raise TooManyPending(request.alias, limit)
             try:
                 result = await connection.execute(
                     insert(pending_requests).values(_pending_values(request))
@@ -785,6 +886,34 @@ class Store:
             .where(
                 pending_requests.c.alias == alias,
                 pending_requests.c.transaction_key == _transaction_key(transaction_id),
+            )
+            .order_by(
+                case((pending_requests.c.transaction_id == transaction_id, 0), else_=1),
+                pending_requests.c.id,
+            )
+            .limit(1)
+        )
+        async with self._reading(f"find pending request {transaction_id!r}") as connection:
+            row = (await connection.execute(query)).mappings().one_or_none()
+        return None if row is None else _pending_from_row(row)
+
+    async def find_pending_for_key(
+        self, alias: str, transaction_id: str, key_id: str, *, or_signer: bool = False
+    ) -> PendingRequest | None:
+        """The request of that transactionID (whatever its case) on the alias whose CSR key has
+        id ``key_id`` (``or_signer``: or whose PKCSReq was signed by that key), else None.
+
+        The exact case wins, then the older one.
+        """
+        key = pending_requests.c.key_id == key_id
+        if or_signer:
+            key = or_(key, pending_requests.c.signer_key_id == key_id)
+        query = (
+            self._select_pending()
+            .where(
+                pending_requests.c.alias == alias,
+                pending_requests.c.transaction_key == _transaction_key(transaction_id),
+                key,
             )
             .order_by(
                 case((pending_requests.c.transaction_id == transaction_id, 0), else_=1),

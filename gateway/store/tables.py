@@ -25,6 +25,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.types import TypeDecorator
 
@@ -78,6 +79,12 @@ end_entities = Table(
     Column("status", Text, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # Wrong codes in a row; at the profile's max_failed_attempts the entity is locked until
+    # an operator resets it (EJBCA's "maximum number of failed login attempts").
+    Column("failed_attempts", Integer, nullable=False, server_default="0"),
+    Column("locked_at", UTCDateTime, nullable=True),
+    # The enrollment code is refused from this instant on (NULL: never expires).
+    Column("code_expires_at", UTCDateTime, nullable=True),
     CheckConstraint("status IN ('new', 'generated', 'failed')", name="status"),
 )
 
@@ -158,11 +165,30 @@ pending_requests = Table(
     Column("reason", Text, nullable=True),
     Column("decided_at", UTCDateTime, nullable=True),
     Column("issued_serial", Text, nullable=True),
-    UniqueConstraint("alias", "transaction_id", name="uq_pending_requests_alias_transaction_id"),
+    # SHA-256 of the CSR's key and of the PKCSReq signer's key (gateway.scep.csr.key_id):
+    # a poll or a resend is answered only for the key that made the request.
+    Column("key_id", Text, nullable=True),
+    Column("signer_key_id", Text, nullable=True),
+    # One transactionID per key: another key reusing it starts a request of its own.
+    UniqueConstraint(
+        "alias",
+        "transaction_id",
+        "key_id",
+        name="uq_pending_requests_alias_transaction_id_key_id",
+    ),
     CheckConstraint(
         "status IN ('pending', 'approved', 'rejected', 'expired', 'issued')", name="status"
     ),
     Index("ix_pending_requests_alias_transaction_key", "alias", "transaction_key"),
     Index("ix_pending_requests_alias_username", "alias", "username"),
     Index("ix_pending_requests_status_expires_at", "status", "expires_at"),
+    # One open (pending) request per end entity and alias, on both dialects.
+    Index(
+        "uq_pending_requests_open_entity",
+        "alias",
+        "username",
+        unique=True,
+        sqlite_where=text("status = 'pending'"),
+        postgresql_where=text("status = 'pending'"),
+    ),
 )

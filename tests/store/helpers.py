@@ -77,15 +77,22 @@ def make_certificate(
     )
 
 
+_BY_TRANSACTION = "by transaction"
+
+
 def make_pending(
     transaction_id: str = "tx-1",
     *,
     alias: str = ALIAS,
-    username: str | None = "device-1",
+    username: str | None = _BY_TRANSACTION,
+    key_id: str | None = "key-1",
     status: PendingStatus = PendingStatus.PENDING,
     created_at: datetime = T0,
     lifetime: timedelta = timedelta(hours=8),
 ) -> PendingRequest:
+    """A pending request; by default of its own end entity (one open request per entity)."""
+    if username == _BY_TRANSACTION:
+        username = f"device-{transaction_id}"
     return PendingRequest(
         alias=alias,
         ca=CA,
@@ -97,6 +104,7 @@ def make_pending(
         status=status,
         created_at=created_at,
         expires_at=created_at + lifetime,
+        key_id=key_id,
     )
 
 

@@ -77,7 +77,7 @@ async def test_open_creates_the_schema(database_url: str) -> None:
         "end_entities": set(),
         "certificates": {"uq_certificates_ca_serial"},
         "crls": {"uq_crls_ca_number"},
-        "pending_requests": {"uq_pending_requests_alias_transaction_id"},
+        "pending_requests": {"uq_pending_requests_alias_transaction_id_key_id"},
     }
     assert schema.indexes == {
         "end_entities": {},
@@ -91,6 +91,7 @@ async def test_open_creates_the_schema(database_url: str) -> None:
             "ix_pending_requests_alias_transaction_key": ["alias", "transaction_key"],
             "ix_pending_requests_alias_username": ["alias", "username"],
             "ix_pending_requests_status_expires_at": ["status", "expires_at"],
+            "uq_pending_requests_open_entity": ["alias", "username"],
         },
     }
     assert schema.entity_pk == ["username"]
