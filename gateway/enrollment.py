@@ -79,6 +79,9 @@ class Enrollment:
             # PostgreSQL 117 -> 155 enrollments/s). Cores come from `serve --workers`.
             request = decode.open_request(message, [k.decrypter for k in alias.keys])
             keys = alias.issuer_for(alias.keys[request.recipient_index], self._clock())
+            if request.content_cipher == "des" and alias.config.refuse_single_des:
+                # RFC 8894 2.9: single DES is deprecated; an alias may refuse it (badAlg).
+                raise ScepFailure(FailInfo.BAD_ALG, "single DES is not accepted")
             self._check_time(alias, request)
             return await self._dispatch(alias, keys, request, reply)
         except ScepFailure as failure:

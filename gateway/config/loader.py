@@ -297,6 +297,7 @@ def _alias(name: str, source: str, data: Mapping[str, Any]) -> AliasConfig:
         return_ca_chain=values["return_ca_chain"],
         chain_order=values["chain_order"],
         response_cipher=values["response_cipher"],
+        refuse_single_des=values["refuse_single_des"],
         response_digest=values["response_digest"],
         capabilities=tuple(values["capabilities"])
         if "capabilities" in values
