@@ -86,8 +86,13 @@ def validator(kind: str) -> jsonschema.Draft202012Validator:
 
 def _most_specific(error: jsonschema.ValidationError) -> jsonschema.ValidationError:
     # A failed `if/then` or `anyOf` says little; its context holds the error that matters.
+    # Of `oneOf` branches, the one that got furthest into the value is the one meant
+    # (`{env: bad-name}` is a bad env name, not a `file` reference with an unknown key).
     while error.context:
-        error = jsonschema.exceptions.best_match(error.context)
+        deepest = max(len(e.absolute_path) for e in error.context)
+        error = jsonschema.exceptions.best_match(
+            e for e in error.context if len(e.absolute_path) == deepest
+        )
     return error
 
 

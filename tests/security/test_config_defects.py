@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from tests.conftest import running_gateway
-from tests.interop.conftest import GATEWAY
+from tests.interop.conftest import GATEWAY, start_server, stop_server
 from tests.support import copy_config
 
 WAIT_SECONDS = 10
@@ -90,3 +95,60 @@ async def test_bad_regex_on_reload_is_an_issue_and_the_next_edit_applies(
         assert state.errors == ()
         response = await gateway.client.get("/scep/guarded/pkiclient.exe?operation=GetCACaps")
         assert response.status_code == 200
+
+
+# 9b: a CA added with `create:` while `serve --workers 2` runs is created once: each worker
+# reloads by itself, and all of them must end up with the one key that was written.
+NEW_CA = """\
+certificate: ca/AddedCA/ca.pem
+key: {file: ca/AddedCA/ca.key}
+# RSA-4096 generation takes long enough that both workers' reloads surely overlap it.
+create: {subject: "CN=AddedCA,O=scep-gateway test", key_size: 4096}
+"""
+SAMPLES = 40
+
+
+def _ca_certificate(url: str) -> bytes | None:
+    # urlopen makes a new connection each time: SO_REUSEPORT spreads them over the workers.
+    try:
+        with urllib.request.urlopen(f"{url}?operation=GetCACert", timeout=10) as response:
+            body: bytes = response.read()
+            return body
+    except urllib.error.HTTPError:
+        return None
+
+
+def test_ca_added_while_serving_with_workers_is_created_once(tmp_path: Path) -> None:
+    process, server = start_server(tmp_path, workers=2)
+    try:
+        deadline = time.monotonic() + 30
+        # Ready means one worker answers; edit once both watch the config directory.
+        while server.log.read_text().count("gateway.app: serving aliases") < 2:
+            assert time.monotonic() < deadline, server.log.read_text()
+            time.sleep(0.1)
+        (server.config_dir / "cas/AddedCA.yaml").write_text(NEW_CA)
+        (server.config_dir / "aliases/added.yaml").write_text("ca: AddedCA\n")
+        url = server.url("added")
+        deadline = time.monotonic() + 60
+        answers: list[bytes | None] = []
+        # Until SAMPLES answers in a row are certificates: every worker serves the new CA.
+        while len(answers) < SAMPLES or None in answers[-SAMPLES:]:
+            assert time.monotonic() < deadline, server.log.read_text()
+            answers.append(_ca_certificate(url))
+        served = set(answers[-SAMPLES:])
+        assert len(served) == 1
+        on_disk = x509.load_pem_x509_certificate(
+            (server.data_dir / "ca/AddedCA/ca.pem").read_bytes()
+        )
+        key = serialization.load_pem_private_key(
+            (server.data_dir / "ca/AddedCA/ca.key").read_bytes(), password=None
+        )
+        assert served == {on_disk.public_bytes(serialization.Encoding.DER)}
+        assert key.public_key() == on_disk.public_key()
+        assert sorted(p.name for p in (server.data_dir / "ca/AddedCA").iterdir()) == [
+            "ca.key",
+            "ca.pem",
+        ]
+    finally:
+        stop_server(process)
+    assert server.log.read_text().count("created CA AddedCA") == 1
