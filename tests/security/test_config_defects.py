@@ -152,3 +152,32 @@ def test_ca_added_while_serving_with_workers_is_created_once(tmp_path: Path) -> 
     finally:
         stop_server(process)
     assert server.log.read_text().count("created CA AddedCA") == 1
+
+
+def test_a_key_without_its_certificate_is_never_replaced(tmp_path: Path) -> None:
+    config_dir = copy_config(tmp_path)
+    key = tmp_path / "var/ca/ManagementCA/ca.key"
+    key.parent.mkdir(parents=True)
+    key.write_bytes(b"left over by a crash between the key and the certificate\n")
+    result = subprocess.run(
+        [
+            GATEWAY,
+            "ca",
+            "issue-ra",
+            "ManagementCA",
+            "--config",
+            str(config_dir),
+            "--data-dir",
+            str(tmp_path / "var"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == (
+        f"cas/ManagementCA.yaml:$: key file {key} exists without its certificate: supply the "
+        "certificate, or remove the key to have a new one created"
+    )
+    assert key.read_bytes() == b"left over by a crash between the key and the certificate\n"
