@@ -25,6 +25,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from gateway.scep.messages import PkiStatus
+from gateway.store import Store
 from tests.conftest import body_of, running_gateway
 from tests.interop.conftest import GATEWAY, start_server, stop_server
 from tests.support import Device, copy_config, fresh_key
@@ -199,3 +200,21 @@ async def test_readyz_and_log_never_quote_the_value(
         _assert_useful(json.loads(body)["config_errors"])
         _assert_no_value(caplog.text)
         assert "config: aliases/enum.yaml:$.mode: must be one of: ca, ra" in caplog.text
+
+
+@pytest.mark.asyncio
+async def test_database_files_left_open_by_an_earlier_version_are_narrowed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    database = tmp_path / "gateway.sqlite3"
+    with _umask(0o022):
+        async with await Store.open(f"sqlite:///{database}") as store:
+            await store.ping()
+    files = [database, *(database.with_name(database.name + s) for s in ("-wal", "-shm"))]
+    for file in files:
+        file.touch()
+        file.chmod(0o644)
+    async with await Store.open(f"sqlite:///{database}") as store:
+        await store.ping()
+        assert {f.name: oct(_mode(f)) for f in files} == {f.name: "0o600" for f in files}
+    assert f"{database} was mode 0644; narrowed to 0600" in caplog.text
