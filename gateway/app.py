@@ -33,6 +33,8 @@ def load_snapshot(settings: Settings) -> Snapshot:
     """Load, create first-start material, assemble. Raises ConfigError."""
     config = loader.load(settings.config_dir)
     assembly.prepare(config, settings.data_dir, now=utc_now())
+    for warning in assembly.permission_warnings(config, settings.data_dir):
+        log.warning("config: %s", warning)
     return assembly.assemble(config, settings.data_dir)
 
 

@@ -21,7 +21,9 @@ from gateway.keys.files import (
     data_path,
     load_certificates,
     load_key_pair,
+    open_mode,
     read_file,
+    write_private_file,
 )
 from gateway.policy import names
 from gateway.policy import pipeline as policy_pipeline
@@ -238,6 +240,67 @@ def assemble(config: Config, data_dir: Path, *, in_memory: bool = False) -> Snap
     return Snapshot(aliases=aliases, cas=cas)
 
 
+def _exists_without_certificate(source: str, exc: FileExistsError) -> ConfigIssue:
+    # A key without its certificate (a crash between the two writes, or a file put there by
+    # hand) is never replaced: something may already use it.
+    return ConfigIssue(
+        source,
+        "$",
+        f"key file {exc.filename} exists without its certificate: supply the certificate, "
+        "or remove the key to have a new one created",
+    )
+
+
+def _file_refs(config: Config) -> list[tuple[str, str, str, SecretRef]]:
+    """(source, JSON path, kind, reference) of every key and secret the config names."""
+    refs: list[tuple[str, str, str, SecretRef]] = []
+    for ca in config.cas.values():
+        pairs: list[tuple[str, KeyPairConfig | None]] = []
+        if ca.ra is not None:
+            pairs += [("$.ra.signer", ca.ra.signer), ("$.ra.encrypter", ca.ra.encrypter)]
+        refs.append((ca.source, "$.key", "key", ca.key))
+        if ca.rollover is not None:
+            refs.append((ca.source, "$.rollover.key", "key", ca.rollover.key))
+            pairs += [
+                ("$.rollover.ra.signer", ca.rollover.signer),
+                ("$.rollover.ra.encrypter", ca.rollover.encrypter),
+            ]
+        refs += [(ca.source, f"{w}.key", "key", pair.key) for w, pair in pairs if pair is not None]
+    for alias in config.aliases.values():
+        if alias.ra.secret is not None:
+            refs.append((alias.source, "$.ra.secret", "secret", alias.ra.secret))
+        for policies in alias.policies.values():
+            refs += [
+                (alias.source, f"{p.where}.secret", "secret", ref)
+                for p in policies
+                if isinstance(ref := p.parameters.get("secret"), SecretRef)
+            ]
+    return refs
+
+
+def permission_warnings(config: Config, data_dir: Path) -> list[ConfigIssue]:
+    """Key and secret files that group or others may read, as OpenSSH reports private keys.
+
+    Warnings, not errors: a Kubernetes Secret volume is 0644 unless `defaultMode` says
+    otherwise, and refusing it would stop a pod that is not exposed (docs/security.md)."""
+    warnings = []
+    for source, where, kind, ref in _file_refs(config):
+        if ref.file is None:
+            continue
+        path = data_path(data_dir, ref.file)
+        mode = open_mode(path)
+        if mode is not None:
+            who = "readable" if mode & 0o044 else "accessible"
+            warnings.append(
+                ConfigIssue(
+                    source,
+                    where,
+                    f"{kind} file {path} is {who} by group/others (mode {mode:04o}); chmod 600 it",
+                )
+            )
+    return warnings
+
+
 def _generate_secrets(config: Config, data_dir: Path) -> None:
     for alias in config.aliases.values():
         refs = [alias.ra.secret] + [
@@ -247,22 +310,37 @@ def _generate_secrets(config: Config, data_dir: Path) -> None:
             if isinstance(ref, SecretRef) and ref.generate and ref.file:
                 path = data_path(data_dir, ref.file)
                 if not path.exists():
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    path.touch(mode=0o600)
-                    path.write_text(random_text(os.urandom, 24) + "\n")
+                    secret = random_text(os.urandom, 24) + "\n"
+                    write_private_file(path, secret.encode(), exclusive=True)
                     log.info("created secret file %s for alias %s", path, alias.name)
 
 
 def prepare(config: Config, data_dir: Path, *, now: datetime) -> None:
-    """First start: create the CAs, RA pairs and secret files the config asks for."""
-    _generate_secrets(config, data_dir)
-    for cfg in config.cas.values():
-        own = KeyPairConfig(cfg.certificate, cfg.key)
-        if cfg.create is not None and _missing(data_dir, own):
-            bootstrap.write_pair(
-                data_dir, own, bootstrap.new_ca(cfg.create, digest=cfg.digest, now=now)
-            )
-            log.info("created CA %s (%s)", cfg.name, cfg.create.subject)
-        if cfg.ra is not None and _missing(data_dir, cfg.ra.signer):
-            without_ra = CaConfig(cfg.name, cfg.source, cfg.certificate, cfg.key, cfg.digest)
-            bootstrap.issue_ra(data_dir, cfg, build_ca(data_dir, without_ra).issuer, now=now)
+    """Create the CAs, RA pairs and secret files the config asks for and that do not exist:
+    on first start, and on a reload that adds them.
+
+    Under the data directory's creation lock, with keys written O_EXCL: however many workers
+    (or commands) run this at once, each key is created exactly once and all load that one.
+    """
+    issues = []
+    with bootstrap.creation_lock(data_dir):
+        _generate_secrets(config, data_dir)
+        for cfg in config.cas.values():
+            try:
+                _create_ca(cfg, data_dir, now=now)
+            except FileExistsError as exc:
+                issues.append(_exists_without_certificate(cfg.source, exc))
+    if issues:
+        raise ConfigError(issues)
+
+
+def _create_ca(cfg: CaConfig, data_dir: Path, *, now: datetime) -> None:
+    own = KeyPairConfig(cfg.certificate, cfg.key)
+    if cfg.create is not None and _missing(data_dir, own):
+        pair = bootstrap.new_ca(cfg.create, digest=cfg.digest, now=now)
+        bootstrap.write_pair(data_dir, own, pair, exclusive=True)
+        log.info("created CA %s (%s)", cfg.name, cfg.create.subject)
+    if cfg.ra is not None and _missing(data_dir, cfg.ra.signer):
+        without_ra = CaConfig(cfg.name, cfg.source, cfg.certificate, cfg.key, cfg.digest)
+        issuer = build_ca(data_dir, without_ra).issuer
+        bootstrap.issue_ra(data_dir, cfg, issuer, now=now, exclusive=True)

@@ -80,6 +80,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     """Load exactly as the server would, without serving and without writing anything."""
     try:
         config = loader.load(Path(args.directory))
+        for warning in assembly.permission_warnings(config, Path(args.data_dir)):
+            print(f"warning: {warning}", file=sys.stderr)
         snapshot = assembly.assemble(config, Path(args.data_dir), in_memory=True)
     except ConfigError as error:
         for issue in error.issues:

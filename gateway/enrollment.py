@@ -21,7 +21,7 @@ from gateway.policy.context import EnrollmentContext, Pending, PolicyEnv
 from gateway.registry import AliasRuntime, ScepKeys
 from gateway.revocation import CrlPublisher
 from gateway.scep import decode, encode
-from gateway.scep.crypto import DIGESTS, RESPONSE_CIPHER
+from gateway.scep.crypto import DIGESTS, RESPONSE_CIPHER, WITHOUT_SINGLE_DES
 from gateway.scep.csr import load_name
 from gateway.scep.messages import MessageType, PkiRequest, ReplyTo, SignedMessage
 from gateway.store import (
@@ -85,6 +85,7 @@ class Enrollment:
                 kind,
                 [k.decrypter for k in alias.keys],
                 fallback_key=self._random,
+                ciphers=WITHOUT_SINGLE_DES if alias.config.refuse_single_des else None,
             )
             keys = alias.issuer_for(alias.keys[request.recipient_index], self._clock())
             return await self._dispatch(alias, keys, request, reply)

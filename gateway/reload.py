@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 KEY_MATERIAL = frozenset({".pem", ".key", ".crt", ".cer", ".secret"})
 # Edits land within a second: coalesce bursts briefly, then rebuild.
 DEBOUNCE_MS = 100
+# A failure that is not a ConfigError is a bug; its text stays in the log (it may quote a value).
+_UNEXPECTED = "the configuration could not be built (internal error, see the server log)"
 STEP_MS = 25
 
 
@@ -69,7 +71,12 @@ class Reloader:
         async with self._lock:
             try:
                 snapshot = await asyncio.to_thread(self._build)
-            except ConfigError as error:
+            except Exception as exc:  # the watcher must outlive any bug in building
+                if isinstance(exc, ConfigError):
+                    error = exc
+                else:
+                    log.exception("building the configuration failed")
+                    error = ConfigError([ConfigIssue(".", "$", _UNEXPECTED)])
                 for issue in error.issues:
                     log.error("config: %s", issue)
                 await self._publish(

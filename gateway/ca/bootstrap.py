@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -16,10 +20,31 @@ from gateway.keys.files import KeyPair, data_path, write_certificates, write_pri
 log = logging.getLogger(__name__)
 
 
-def write_pair(data_dir: Path, cfg: KeyPairConfig, pair: KeyPair) -> None:
+LOCK_FILE = ".scep-gateway-create.lock"
+
+
+@contextmanager
+def creation_lock(data_dir: Path) -> Iterator[None]:
+    """Hold the data directory's creation lock: one process at a time decides what is missing
+    and creates it. Every `serve --workers` worker reloads by itself; without the lock each
+    would create its own key for a CA added while running, and the last write would win."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def write_pair(
+    data_dir: Path, cfg: KeyPairConfig, pair: KeyPair, *, exclusive: bool = False
+) -> None:
+    """Key first, then the certificate (whose presence means "created"). ``exclusive``: never
+    replace an existing key file (FileExistsError)."""
     if cfg.key.file is None:
         raise ValueError("a created key needs a `key: {file: ...}` reference")
-    write_private_key(data_path(data_dir, cfg.key.file), pair.private_key)
+    write_private_key(data_path(data_dir, cfg.key.file), pair.private_key, exclusive=exclusive)
     write_certificates(data_path(data_dir, cfg.certificate), [pair.certificate])
 
 
@@ -49,12 +74,14 @@ def new_ra(cfg: CaConfig, ca: LocalCA, *, now: datetime) -> tuple[KeyPair, KeyPa
     )
 
 
-def issue_ra(data_dir: Path, cfg: CaConfig, ca: LocalCA, *, now: datetime) -> None:
+def issue_ra(
+    data_dir: Path, cfg: CaConfig, ca: LocalCA, *, now: datetime, exclusive: bool = False
+) -> None:
     """Issue (or re-issue) the RA pair of ``cfg.ra`` and write it where the config says."""
     signer, encrypter = new_ra(cfg, ca, now=now)
     assert cfg.ra is not None  # new_ra checked
-    write_pair(data_dir, cfg.ra.signer, signer)
-    write_pair(data_dir, cfg.ra.encrypter, encrypter)
+    write_pair(data_dir, cfg.ra.signer, signer, exclusive=exclusive)
+    write_pair(data_dir, cfg.ra.encrypter, encrypter, exclusive=exclusive)
     log.info("issued RA pair for CA %s", cfg.name)
 
 

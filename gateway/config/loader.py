@@ -11,7 +11,7 @@ import copy
 import dataclasses
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from functools import cache
@@ -20,9 +20,10 @@ from typing import Any
 
 import jsonschema
 import yaml
+from cryptography import x509
 from referencing import Registry, Resource
 
-from gateway.config import presets
+from gateway.config import messages, presets
 from gateway.config.model import (
     PHASES,
     AliasConfig,
@@ -83,31 +84,37 @@ def validator(kind: str) -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(schema(kind), registry=_registry())
 
 
-def _json_path(path: Iterator[Any] | Any) -> str:
-    text = "$"
-    for part in path:
-        text += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return text
-
-
 def _most_specific(error: jsonschema.ValidationError) -> jsonschema.ValidationError:
     # A failed `if/then` or `anyOf` says little; its context holds the error that matters.
+    # Of `oneOf` branches, the one that got furthest into the value is the one meant
+    # (`{env: bad-name}` is a bad env name, not a `file` reference with an unknown key).
     while error.context:
-        error = jsonschema.exceptions.best_match(error.context)
+        deepest = max(len(e.absolute_path) for e in error.context)
+        error = jsonschema.exceptions.best_match(
+            e for e in error.context if len(e.absolute_path) == deepest
+        )
     return error
 
 
+def _is_secret_ref(error: jsonschema.ValidationError) -> bool:
+    return isinstance(error.schema, dict) and error.schema.get("$id") == "secret.schema.json"
+
+
 def schema_issues(kind: str, source: str, data: object) -> list[ConfigIssue]:
-    errors = [_most_specific(e) for e in validator(kind).iter_errors(data)]
+    """One issue per schema violation, naming the path and the rule, never the value."""
+    found = [(e, _most_specific(e)) for e in validator(kind).iter_errors(data)]
     # Most specific first: the deepest path, then jsonschema's own relevance order.
-    errors.sort(key=lambda e: (-len(e.absolute_path), jsonschema.exceptions.relevance(e)))
+    found.sort(key=lambda p: (-len(p[1].absolute_path), jsonschema.exceptions.relevance(p[1])))
     seen: set[tuple[str, str]] = set()
     issues = []
-    for error in errors:
-        key = (_json_path(error.absolute_path), error.message)
-        if key not in seen:
-            seen.add(key)
-            issues.append(ConfigIssue(source, *key))
+    for top, error in found:
+        secret = _is_secret_ref(top) and error.absolute_path == top.absolute_path
+        key = "propertyNames" in error.absolute_schema_path
+        path = messages.json_path(error.absolute_path)
+        for text in messages.rules(error, secret=secret, key=key):
+            if (path, text) not in seen:
+                seen.add((path, text))
+                issues.append(ConfigIssue(source, path, text))
     return issues
 
 
@@ -239,7 +246,9 @@ def san_pattern_issues(profile: CertificateProfile) -> list[ConfigIssue]:
                 parse(pattern)
             except names.NameRefused as exc:
                 where = f"$.subject_alt_names.allow.{kind}[{i}]"
-                issues.append(ConfigIssue(profile.source, where, f"not a valid pattern: {exc}"))
+                # ipaddress's own text quotes the value; the rule is enough.
+                rule = "not an IP network in CIDR notation" if kind == "ip" else str(exc)
+                issues.append(ConfigIssue(profile.source, where, f"not a valid pattern: {rule}"))
     return issues
 
 
@@ -322,6 +331,7 @@ def _alias(name: str, source: str, data: Mapping[str, Any]) -> AliasConfig:
         return_ca_chain=values["return_ca_chain"],
         chain_order=values["chain_order"],
         response_cipher=values["response_cipher"],
+        refuse_single_des=values["refuse_single_des"],
         response_digest=values["response_digest"],
         capabilities=tuple(values["capabilities"])
         if "capabilities" in values
@@ -387,17 +397,33 @@ def load(directory: Path) -> Config:
                 if kind.schema == "certificate-profile":
                     issues.extend(san_pattern_issues(targets[kind.schema][name]))
     issues.extend(references(config, invalid))
+    issues.extend(value_issues(config))
     if issues:
         raise ConfigError(issues)
     return config
 
 
+# PyYAML quotes what it found (an undefined alias `*hunter2`, an unknown tag): keep only its
+# token names (`'<stream end>'`) and single characters, never the text of the file.
+_QUOTED = re.compile(r"'([^']*)'")
+
+
+def _token(match: re.Match[str]) -> str:
+    inner = match.group(1)
+    return match.group(0) if len(inner) <= 2 or re.fullmatch(r"<[a-z ]+>", inner) else "(...)"
+
+
 def _read_error(exc: Exception) -> str:
-    """One line, whatever the YAML parser's message looks like."""
+    """One line, whatever the YAML parser's message looks like, without the file's text."""
     if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
         mark = exc.problem_mark
-        return f"YAML syntax error at line {mark.line + 1}, column {mark.column + 1}: {exc.problem}"
-    return f"cannot read YAML: {' '.join(str(exc).split())}"
+        problem = _QUOTED.sub(_token, " ".join(str(exc.problem).split()))
+        return f"YAML syntax error at line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not UTF-8 (byte {exc.start})"
+    if isinstance(exc, OSError):
+        return f"cannot read: {exc.strerror}"
+    return f"cannot read YAML: {type(exc).__name__}"
 
 
 def references(
@@ -471,6 +497,32 @@ def references(
                     src, "$.ra.secret", "RA mode needs a secret (or `policies.authenticate`)"
                 )
             )
+    return issues
+
+
+def _parses(parse: Callable[[str], object], text: str) -> bool:
+    try:
+        parse(text)
+    except ValueError:
+        return False
+    return True
+
+
+def value_issues(config: Config) -> list[ConfigIssue]:
+    """Values the schema admits but the code would refuse later, outside ConfigError (and at
+    request time, as an HTTP 500): each becomes an ordinary issue now."""
+    issues = [
+        ConfigIssue(ca.source, "$.create.subject", "not an RFC 4514 distinguished name")
+        for ca in config.cas.values()
+        if ca.create is not None and not _parses(x509.Name.from_rfc4514_string, ca.create.subject)
+    ]
+    for profile in config.certificate_profiles.values():
+        issues += [
+            ConfigIssue(profile.source, f"$.extended_key_usage[{i}]", "not a valid OID")
+            for i, name in enumerate(profile.extended_key_usage)
+            if "." in name and not _parses(x509.ObjectIdentifier, name)
+        ]
+    # SAN allow-list patterns, IP networks included: san_pattern_issues.
     return issues
 
 

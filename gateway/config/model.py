@@ -118,6 +118,7 @@ class AliasConfig:
     return_ca_chain: bool = False
     chain_order: str = "leaf_first"
     response_cipher: str = "mirror"
+    refuse_single_des: bool = False
     response_digest: str = "sha256"
     capabilities: tuple[str, ...] = (
         "POSTPKIOperation",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,19 +85,47 @@ def data_path(data_dir: Path, path: str) -> Path:
     return p if p.is_absolute() else data_dir / p
 
 
-def write_private_key(path: Path, key: SigningKey) -> None:
-    """Write a key readable by its owner only."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def open_mode(path: Path) -> int | None:
+    """The permission bits of ``path`` (after symlinks) if group or others have any access;
+    None if only the owner has, or the file cannot be looked at (loading reports that)."""
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError:
+        return None
+    return mode if mode & 0o077 else None
+
+
+def write_private_key(path: Path, key: SigningKey, *, exclusive: bool = False) -> None:
+    """Write a key readable by its owner only (0600 whatever the umask).
+
+    ``exclusive``: fail with FileExistsError rather than replace an existing file, so that a
+    key, once written, is the only one ever written there.
+    """
     data = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    path.touch(mode=0o600, exist_ok=True)
-    path.chmod(0o600)
-    path.write_bytes(data)
+    write_private_file(path, data, exclusive=exclusive)
+
+
+def write_private_file(path: Path, data: bytes, *, exclusive: bool = False) -> None:
+    """Write ``data`` to a file of mode 0600 (whatever the umask), created if need be."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
+    fd = os.open(path, flags, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
 
 
 def write_certificates(path: Path, certificates: list[x509.Certificate]) -> None:
+    """Write certificates (public: 0644) by rename, so no reader sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certificates))
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    partial.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certificates))
+    os.replace(partial, path)

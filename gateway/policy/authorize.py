@@ -12,7 +12,7 @@ from gateway.policy.context import EnrollmentContext, Pending, PolicyEnv
 class SubjectPattern:
     """``authorize.subject_pattern``: a requested DN field must fully match a pattern."""
 
-    def __init__(self, field: str, pattern: str) -> None:
+    def __init__(self, field: str, pattern: str | re.Pattern[str]) -> None:
         self._field = field
         self._pattern = re.compile(pattern)
 

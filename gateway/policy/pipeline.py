@@ -7,6 +7,7 @@ profile settings imply.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -56,6 +57,17 @@ def _static_challenge(params: Mapping[str, Any], b: BuildContext) -> Policy:
     return StaticChallenge(b.secret(ref, "$.secret"), renewal_enabled=b.alias.renewal.enabled)
 
 
+def _subject_pattern(params: Mapping[str, Any], b: BuildContext) -> Policy:
+    try:
+        pattern = re.compile(params["pattern"])
+    except re.error as exc:
+        # The pattern is config, not a secret; the message names where it fails.
+        raise ConfigError(
+            [ConfigIssue(b.alias.source, "$.pattern", f"invalid regular expression: {exc}")]
+        ) from None
+    return SubjectPattern(params["field"], pattern)
+
+
 TYPES: dict[str, PolicyType] = {
     "challenge.end_entity": PolicyType(
         "authenticate",
@@ -65,9 +77,7 @@ TYPES: dict[str, PolicyType] = {
         ),
     ),
     "challenge.static": PolicyType("authenticate", _static_challenge),
-    "authorize.subject_pattern": PolicyType(
-        "authorize", lambda p, b: SubjectPattern(p["field"], p["pattern"])
-    ),
+    "authorize.subject_pattern": PolicyType("authorize", _subject_pattern),
     "renewal.signer_certificate": PolicyType(
         "renewal", lambda p, b: SignerCertificateRenewal(b.alias.renewal)
     ),

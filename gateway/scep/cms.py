@@ -318,10 +318,13 @@ def open_envelope(
         raise ScepFailure(
             FailInfo.BAD_REQUEST, "the message data is not a valid EnvelopedData", detail=repr(exc)
         ) from None
-    if cipher_name not in CONTENT_CIPHERS or (ciphers is not None and cipher_name not in ciphers):
+    if cipher_name not in CONTENT_CIPHERS:
         raise ScepFailure(
             FailInfo.BAD_ALG, "unsupported content encryption", detail=str(cipher_name)
         )
+    if ciphers is not None and cipher_name not in ciphers:
+        refused = "single DES" if cipher_name == "des" else "this content encryption"
+        raise ScepFailure(FailInfo.BAD_ALG, f"{refused} is not accepted", detail=cipher_name)
     if not recipients:
         # RFC 8894 3.2.2: not for one of our keys.
         # ENV-02: answered like any failure after key transport.

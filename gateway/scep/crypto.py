@@ -64,6 +64,9 @@ CONTENT_CIPHERS: dict[str, tuple[int, int]] = {
     "aes192_cbc": (24, 16),
     "aes256_cbc": (32, 16),
 }
+# RFC 8894 2.9: single DES is deprecated; an alias may refuse it (micromdm's scepclient sends
+# nothing else, so it is accepted by default).
+WITHOUT_SINGLE_DES = frozenset(CONTENT_CIPHERS) - {"des"}
 # What we answer with for a given request cipher: never single DES (RFC 8894 2.9).
 RESPONSE_CIPHER = {
     "des": "aes128_cbc",

@@ -11,6 +11,8 @@ before the first statement.
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 from pathlib import Path
 from typing import Any, cast
 
@@ -22,6 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from gateway.errors import StoreError
+
+log = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 """How long a SQLite connection waits for another writer before it gives up."""
@@ -65,16 +69,56 @@ def parse_url(url: str) -> URL:
     return parsed
 
 
+SQLITE_FILE_MODE = 0o600
+"""The database holds certificates, entity records and pending requests: owner only."""
+
+_SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
+
+
 def _prepare_sqlite_file(url: URL) -> None:
+    """Create the directory and the database file, readable by the owner only.
+
+    SQLite gives the -wal, -shm and -journal files it creates later the mode of the database
+    file, so creating that one 0600 (whatever the umask) covers them. Files left more open by
+    an earlier version are narrowed to 0600 too.
+    """
     database = url.database or ""
     if database.startswith("file:"):
         return
+    path = Path(database).expanduser()
     try:
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StoreError(
             "database unavailable", detail=f"cannot create directory for {database!r}: {exc}"
         ) from exc
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, SQLITE_FILE_MODE)
+    except FileExistsError:
+        for file in (path, *(path.with_name(path.name + s) for s in _SQLITE_COMPANIONS)):
+            _narrow(file)
+        return
+    except OSError as exc:
+        raise StoreError(
+            "database unavailable", detail=f"cannot create {database!r}: {exc.strerror}"
+        ) from exc
+    try:
+        os.fchmod(fd, SQLITE_FILE_MODE)  # the umask may have taken more than group/other
+    finally:
+        os.close(fd)
+
+
+def _narrow(path: Path) -> None:
+    try:
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            path.chmod(SQLITE_FILE_MODE)
+            log.warning("%s was mode %04o; narrowed to 0600", path, mode)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        # Someone else's file we may write to: serve, but say so.
+        log.warning("%s is readable by group/others and cannot be narrowed: %s", path, exc)
 
 
 def _sqlite_on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:

@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from gateway.cli import main
 
@@ -64,10 +65,11 @@ def test_good_case_with_one_unknown_key_is_bad(
         handle.write("\nunexpected_key: 1\n")
     code, out = _check(directory, capsys)
     assert code == 1
-    assert (
-        out
-        == f"{file}:$: Additional properties are not allowed ('unexpected_key' was unexpected)\n"
-    )
+    # The key itself is not quoted (it could be a secret); its position is.
+    last = len(yaml.safe_load((directory / file).read_text()))
+    assert out.startswith(f"{file}:$: unknown field (the {last}")
+    assert out.count("\n") == 1
+    assert "unexpected_key" not in out
 
 
 def test_config_example_is_a_good_case(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
