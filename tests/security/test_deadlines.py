@@ -36,6 +36,7 @@ from cryptography import x509
 from sqlalchemy.engine import make_url
 
 from gateway.scep.messages import PkiStatus
+from gateway.store.deadline import UNREADY_AFTER_FAILURES, UNREADY_FOR_S, WriteHealth
 from tests.interop.conftest import Server, start_server, stop_server
 from tests.interop.test_postgres import fresh_postgres
 from tests.support import Device
@@ -518,3 +519,23 @@ def test_readyz_reports_failed_writes_as_json(tmp_path: Path) -> None:
             assert _ready_status(server) == 200
         finally:
             stop_server(process)
+
+
+def test_readiness_comes_back_by_itself_without_a_successful_write() -> None:
+    """A replica taken out of rotation gets no writes that could succeed: it must turn ready
+    again on its own, and be taken out again by the next failures."""
+    now = [1000.0]
+    health = WriteHealth(clock=lambda: now[0])
+    for _ in range(UNREADY_AFTER_FAILURES - 1):
+        health.failed()
+    assert health.failing() == 0, "one transient failure must not take a replica out"
+    health.failed()
+    assert health.failing() == UNREADY_AFTER_FAILURES
+    now[0] += UNREADY_FOR_S - 0.5
+    assert health.failing() == UNREADY_AFTER_FAILURES
+    now[0] += 0.5
+    assert health.failing() == 0, "still unready although nothing failed for a while"
+    health.failed()
+    assert health.failing() == UNREADY_AFTER_FAILURES + 1, "a new failure takes it out again"
+    health.succeeded()
+    assert health.failing() == 0
