@@ -42,6 +42,9 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -
     """The app. ``clock`` is the only source of "now" for requests (tests pass their own)."""
     app = Quart(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    # Quart waits 60 s for a request body by default; a slow-body client holds a connection
+    # and a worker task that long. 408 after the read timeout instead.
+    app.config["BODY_TIMEOUT"] = settings.read_timeout
     app.register_blueprint(scep)
     metrics = Metrics()
     # A bad configuration fails the start (exit 1 in the CLI); later, only reloads can fail.
@@ -51,7 +54,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -
 
     @app.before_serving
     async def start() -> None:
-        store = await Store.open(settings.database)
+        store = await Store.open(settings.database, deadline=settings.store_timeout)
         enrollment = Enrollment(store, clock=clock, random=os.urandom, metrics=metrics)
         crls = CrlPublisher(store, clock)
         app.config["SERVICES"] = Services(

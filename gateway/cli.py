@@ -40,6 +40,11 @@ def _settings(args: argparse.Namespace) -> Settings:
         database_url=args.database,
         bind=getattr(args, "bind", "127.0.0.1:8080"),
         workers=getattr(args, "workers", 1),
+        **{
+            name: getattr(args, name)
+            for name in ("store_timeout", "read_timeout", "keep_alive_timeout", "max_connections")
+            if hasattr(args, name)
+        },
     )
 
 
@@ -378,6 +383,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be a number of seconds") from None
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError("must be more than 0 and at most 3600 seconds")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -407,6 +422,36 @@ def parser() -> argparse.ArgumentParser:
         default=int(os.environ.get("SCEP_GATEWAY_WORKERS", "1")),
         help="worker processes sharing the port; one per core uses the machine "
         "(env SCEP_GATEWAY_WORKERS, default 1)",
+    )
+    for flag, env, default, meaning in (
+        ("--store-timeout", "STORE_TIMEOUT", 5.0, "overall bound of one database operation"),
+        (
+            "--read-timeout",
+            "READ_TIMEOUT",
+            5.0,
+            "bound of a silence while reading a request, and of reading a whole request body",
+        ),
+        (
+            "--keep-alive-timeout",
+            "KEEP_ALIVE_TIMEOUT",
+            5.0,
+            "idle connections are closed after this; also the bound of reading a request head",
+        ),
+    ):
+        serve_cmd.add_argument(
+            flag,
+            type=_positive_seconds,
+            # A string default goes through `type` too: a bad environment value is a usage error.
+            default=os.environ.get(f"SCEP_GATEWAY_{env}", f"{default:g}"),
+            metavar="SECONDS",
+            help=f"{meaning} (env SCEP_GATEWAY_{env}, default {default:g})",
+        )
+    serve_cmd.add_argument(
+        "--max-connections",
+        type=_positive,
+        default=os.environ.get("SCEP_GATEWAY_MAX_CONNECTIONS", "1000"),
+        help="open connections per worker; beyond it the longest idle one is closed, or the "
+        "new one when none is idle (env SCEP_GATEWAY_MAX_CONNECTIONS, default 1000)",
     )
     serve_cmd.set_defaults(func=cmd_serve)
 

@@ -17,30 +17,64 @@ import socket
 import sys
 from collections.abc import Callable
 from types import FrameType
+from typing import Any, cast
 
 from hypercorn.asyncio import serve
 from hypercorn.config import Config as HypercornConfig
+from hypercorn.config import Sockets
 from hypercorn.typing import Framework
 
 from gateway.app import create_app, load_snapshot
+from gateway.http.connections import CappedListener, ConnectionLimiter
 from gateway.settings import Settings
 from gateway.store import Store
 
 log = logging.getLogger(__name__)
 
 
+class _Config(HypercornConfig):
+    """Hypercorn's configuration, plus the per-worker connection cap it does not have."""
+
+    max_connections: int | None = None
+    limiter: ConnectionLimiter | None = None  # set in the serving process
+
+    def create_sockets(self) -> Sockets:
+        sockets = super().create_sockets()
+        if self.limiter is None:
+            return sockets
+        return Sockets(
+            sockets.secure_sockets,
+            [CappedListener.wrapping(sock, self.limiter) for sock in sockets.insecure_sockets],
+            sockets.quic_sockets,
+        )
+
+
 def hypercorn_config(settings: Settings) -> HypercornConfig:
-    config = HypercornConfig()
+    config = _Config()
     config.bind = [settings.bind]
     config.accesslog = None
     # HTTP-06: GET PKIOperation URLs of 4096-bit requests exceed h11's 16 KiB default.
     config.h11_max_incomplete_size = settings.max_url_bytes + 16 * 1024
-    config.keep_alive_timeout = 30
+    # Hypercorn's idle timer runs from the end of one response (or the accept) until the next
+    # request head is complete, so this bounds both an idle keep-alive connection and a
+    # request head sent slowly (slowloris).
+    config.keep_alive_timeout = settings.keep_alive_timeout
+    # Any silence this long while a connection is open closes it (head, body or idle); the
+    # whole body is bounded by the app's BODY_TIMEOUT.
+    # (Typed int in Hypercorn, used with asyncio.wait_for, which takes any float.)
+    cast(Any, config).read_timeout = settings.read_timeout
+    config.max_connections = settings.max_connections
     return config
 
 
 async def _serve_one(make_app: Callable[[], Framework], config: HypercornConfig) -> None:
     app = make_app()
+    if isinstance(config, _Config) and config.max_connections is not None:
+        # One limiter per serving process: each worker caps its own connections.
+        limiter = ConnectionLimiter(config.max_connections)
+        config = copy.copy(config)
+        config.limiter = limiter
+        app = cast(Framework, limiter.wrap(cast(Any, app)))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -192,10 +192,13 @@ async def healthz() -> Response:
 
 @scep.route("/readyz")
 async def readyz() -> Response:
-    """Ready when a configuration serves and the database answers.
+    """Ready when a configuration serves, the database answers and writes do not keep failing.
 
     A broken edit of the configuration does not make the gateway unready (the last good
     configuration keeps serving); it is listed under `config_errors` until an edit fixes it.
+    Writes that keep failing (a full disk answers reads but no enrollment) make it unready
+    until a write succeeds, or for a while after the last failure (WriteHealth), so that an
+    orchestrator takes the replica out and tries it again by itself.
     """
     svc = services()
     state = svc.reloader.state
@@ -211,6 +214,12 @@ async def readyz() -> Response:
     except GatewayError as error:
         log.warning("not ready: %s", error.detail)
         body["status"] = "database unreachable"
+        status = 503
+    failing = svc.store.write_health.failing()
+    body["failed_writes"] = svc.store.write_health.failures
+    if failing and status == 200:
+        log.warning("not ready: the last %d writes failed", failing)
+        body["status"] = "writes failing"
         status = 503
     return raw_response(json.dumps(body, indent=1).encode() + b"\n", "application/json", status)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -121,15 +122,20 @@ def _narrow(path: Path) -> None:
         log.warning("%s is readable by group/others and cannot be narrowed: %s", path, exc)
 
 
-def _sqlite_on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
-    # Stop the sqlite3 module from issuing BEGIN itself (it would skip SELECT and DDL).
-    cast(Any, dbapi_connection).isolation_level = None
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS:d}")
-        cursor.execute("PRAGMA foreign_keys = ON")
-    finally:
-        cursor.close()
+def _sqlite_on_connect(
+    busy_timeout_ms: int,
+) -> Callable[[DBAPIConnection, ConnectionPoolEntry], None]:
+    def on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+        # Stop the sqlite3 module from issuing BEGIN itself (it would skip SELECT and DDL).
+        cast(Any, dbapi_connection).isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {busy_timeout_ms:d}")
+            cursor.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cursor.close()
+
+    return on_connect
 
 
 def _sqlite_on_begin(connection: Connection) -> None:
@@ -172,18 +178,43 @@ async def enable_wal(engine: AsyncEngine) -> None:
         return
 
 
-def create_store_engine(url: str) -> AsyncEngine:
-    """Create the engine for ``url`` (SQLite: also the file's directory). Dispose it after use."""
+def create_store_engine(url: str, *, wait_timeout: float | None = None) -> AsyncEngine:
+    """Create the engine for ``url`` (SQLite: also the file's directory). Dispose it after use.
+
+    ``wait_timeout`` bounds each single wait of the driver: SQLite's busy handler, and on
+    PostgreSQL the connect, every statement (client side: asyncpg's ``command_timeout``; server
+    side: ``statement_timeout``), a session left idle inside a transaction, and the wait for a
+    pooled connection. None keeps the long defaults that migrations need.
+    """
     parsed = parse_url(url)
     if parsed.get_backend_name() == "sqlite":
         _prepare_sqlite_file(parsed)
+        busy_ms = SQLITE_BUSY_TIMEOUT_MS if wait_timeout is None else int(wait_timeout * 1000)
         engine = create_async_engine(parsed, hide_parameters=True)
-        event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
+        event.listen(engine.sync_engine, "connect", _sqlite_on_connect(max(busy_ms, 1)))
         event.listen(engine.sync_engine, "begin", _sqlite_on_begin)
         return engine
+    if wait_timeout is None:
+        return create_async_engine(
+            parsed,
+            hide_parameters=True,
+            pool_pre_ping=True,
+            connect_args={"timeout": POSTGRES_CONNECT_TIMEOUT_S},
+        )
+    wait_ms = str(max(int(wait_timeout * 1000), 1))
     return create_async_engine(
         parsed,
         hide_parameters=True,
         pool_pre_ping=True,
-        connect_args={"timeout": POSTGRES_CONNECT_TIMEOUT_S},
+        pool_timeout=wait_timeout,
+        connect_args={
+            "timeout": wait_timeout,
+            "command_timeout": wait_timeout,
+            "server_settings": {
+                "statement_timeout": wait_ms,
+                "lock_timeout": wait_ms,
+                # A session of a frozen or vanished gateway must not hold its row locks.
+                "idle_in_transaction_session_timeout": str(max(int(wait_timeout * 4000), 1)),
+            },
+        },
     )

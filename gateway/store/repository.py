@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -33,11 +34,19 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.errors import StoreError
 from gateway.store import migrate
+from gateway.store.deadline import (
+    STORE_TIMEOUT_S,
+    StoreTimeout,
+    StoreUnavailable,
+    WriteHealth,
+    bounded,
+    driver_timeout,
+)
 from gateway.store.engine import WRITE_OPTIONS, create_store_engine, enable_wal
 from gateway.store.errors import (
     AlreadyRevoked,
@@ -68,6 +77,8 @@ from gateway.store.models import (
     check_serial,
 )
 from gateway.store.tables import certificates, crls, end_entities, pending_requests
+
+log = logging.getLogger(__name__)
 
 _DATABASE_ERRORS: tuple[type[BaseException], ...] = (
     SQLAlchemyError,
@@ -321,15 +332,31 @@ async def _translated(action: str) -> AsyncIterator[None]:
     except StoreError:
         raise
     except _DATABASE_ERRORS as exc:
-        raise StoreError("database error", detail=f"{action}: {exc}") from exc
+        raise StoreUnavailable("database error", detail=f"{action}: {exc}") from exc
+
+
+def _unanswered(error: StoreUnavailable) -> bool:
+    """Whether the database gave no answer (deadline, lost connection), rather than a refusal
+    (SQLite's "disk is full" on COMMIT, for one, means the transaction was rolled back)."""
+    if isinstance(error, StoreTimeout):
+        return True
+    cause = error.__cause__
+    if isinstance(cause, DBAPIError):
+        return cause.connection_invalidated or isinstance(cause.orig, OSError)
+    return isinstance(cause, OSError)
 
 
 class Store:
     """End entities, certificates, CRLs, pending requests. Create with :meth:`open`."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        """Wrap an engine whose database is migrated; use :meth:`open` instead."""
+    def __init__(self, engine: AsyncEngine, *, timeout: float = STORE_TIMEOUT_S) -> None:
+        """Wrap an engine whose database is migrated; use :meth:`open` instead.
+
+        ``timeout``: the overall bound of every operation (see :mod:`gateway.store.deadline`).
+        """
         self._engine: AsyncEngine | None = engine
+        self._timeout = timeout
+        self.write_health = WriteHealth()
         # Built once: an options engine per write costs more than the write's own Python.
         self._write_engine = engine.execution_options(**WRITE_OPTIONS)
         # SQLite has one writer at a time; a waiting connection sleeps in SQLite's busy
@@ -340,17 +367,22 @@ class Store:
         )
 
     @classmethod
-    async def open(cls, url: str) -> Store:
-        """Connect to ``url`` and migrate the database to the current schema."""
-        engine = create_store_engine(url)
+    async def open(cls, url: str, *, deadline: float = STORE_TIMEOUT_S) -> Store:
+        """Connect to ``url`` and migrate the database to the current schema.
+
+        Every later operation ends within ``deadline`` seconds (StoreTimeout otherwise). The
+        migration runs first on an engine of its own without those bounds: a migration of a
+        large table may legitimately take longer than any request should.
+        """
+        setup = create_store_engine(url)
         try:
             async with _translated("prepare the database"):
-                await enable_wal(engine)
-                await migrate.upgrade(engine)
-        except BaseException:
-            await engine.dispose()
-            raise
-        return cls(engine)
+                await enable_wal(setup)
+                await migrate.upgrade(setup)
+        finally:
+            await setup.dispose()
+        engine = create_store_engine(url, wait_timeout=driver_timeout(deadline))
+        return cls(engine, timeout=deadline)
 
     async def close(self) -> None:
         """Close every connection. The store cannot be used afterwards; closing twice is fine."""
@@ -377,19 +409,42 @@ class Store:
     @asynccontextmanager
     async def _reading(self, action: str) -> AsyncIterator[AsyncConnection]:
         engine = self._live_engine()
-        async with _translated(action), engine.connect() as connection:
+        async with (
+            bounded(action, self._timeout),
+            _translated(action),
+            engine.connect() as connection,
+        ):
             yield connection
 
     @asynccontextmanager
     async def _writing(self, action: str) -> AsyncIterator[AsyncConnection]:
-        """One write transaction: committed at the end, rolled back on any exception."""
+        """One write transaction: committed at the end, rolled back on any exception.
+
+        The deadline covers the wait in this process's queue of SQLite writers, the wait for
+        the database's write lock, the statements and the COMMIT. Past it the transaction is
+        rolled back (StoreTimeout): a caller never sees success for a write that did not
+        commit. A COMMIT cut off by the deadline may still have committed; the caller then
+        answers 503 for a stored record, which a retry of the client resolves.
+        """
         self._live_engine()
-        async with (
-            self._sqlite_writers,
-            _translated(action),
-            self._write_engine.begin() as connection,
-        ):
-            yield connection
+        committing = False
+        try:
+            async with (
+                bounded(action, self._timeout),
+                self._sqlite_writers,
+                _translated(action),
+                self._write_engine.begin() as connection,
+            ):
+                yield connection
+                committing = True  # what fails from here on is the COMMIT
+        except StoreUnavailable as error:
+            self.write_health.failed()
+            if committing and _unanswered(error):
+                # No client can tell whether a COMMIT that got no answer took effect (the
+                # server may run it after a stall). Say so, with the action naming the record.
+                log.error("commit in doubt: %s", error.detail)
+            raise
+        self.write_health.succeeded()
 
     async def ping(self) -> None:
         """Check that the database answers; StoreError if not."""

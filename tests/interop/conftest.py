@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,8 +65,14 @@ class Server:
 
 
 def start_server(
-    tmp: Path, *, database: str | None = None, config_dir: Path | None = None, workers: int = 1
+    tmp: Path,
+    *,
+    database: str | None = None,
+    config_dir: Path | None = None,
+    workers: int = 1,
+    extra: Sequence[str] = (),
 ) -> tuple[subprocess.Popen[bytes], Server]:
+    """``extra``: more `serve` arguments (timeouts, caps)."""
     port = _free_port()
     server = Server(
         base=f"http://127.0.0.1:{port}",
@@ -89,6 +95,7 @@ def start_server(
     ]
     if database:
         command += ["--database", database]
+    command += extra
     with server.log.open("wb") as log:
         process = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
