@@ -22,6 +22,7 @@ from gateway.ca.local import LocalCA
 from gateway.config import loader
 from gateway.config.model import KeyPairConfig
 from gateway.errors import ConfigError, GatewayError
+from gateway.limits import LimitSettings
 from gateway.policy.codes import hash_code, random_text
 from gateway.registry import Snapshot
 from gateway.revocation import CrlPublisher
@@ -36,7 +37,26 @@ def _settings(args: argparse.Namespace) -> Settings:
         database_url=args.database,
         bind=getattr(args, "bind", "127.0.0.1:8080"),
         workers=getattr(args, "workers", 1),
+        limits=_limit_settings(args),
     )
+
+
+def _limit_settings(args: argparse.Namespace) -> LimitSettings:
+    given = {name: getattr(args, name, None) for name in _LIMIT_FLAGS}
+    return LimitSettings(**{k: v for k, v in given.items() if v is not None})
+
+
+_LIMIT_FLAGS = {
+    "pki_concurrency": (int, "PKIOperations in progress at once, per worker (default 16)"),
+    "hash_concurrency": (
+        int,
+        "enrollment-code checks (scrypt) at once, per worker (default: half the cores, min 1)",
+    ),
+    "max_wait_seconds": (float, "longest wait for either place before HTTP 503 (default 2)"),
+    "failure_burst": (int, "FAILURE answers a client address may get at once (default 50)"),
+    "failures_per_second": (float, "... and then how many more per second (default 1)"),
+    "failure_sources": (int, "client addresses tracked for that, per worker (default 10000)"),
+}
 
 
 def _fail(message: str) -> int:
@@ -315,6 +335,13 @@ def _positive(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be more than 0")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -345,6 +372,12 @@ def parser() -> argparse.ArgumentParser:
         help="worker processes sharing the port; one per core uses the machine "
         "(env SCEP_GATEWAY_WORKERS, default 1)",
     )
+    for name, (kind, text) in _LIMIT_FLAGS.items():
+        serve_cmd.add_argument(
+            "--" + name.replace("_", "-"),
+            type=_positive if kind is int else _positive_float,
+            help=text,
+        )
     serve_cmd.set_defaults(func=cmd_serve)
 
     check = sub.add_parser("check-config", parents=[common], help="validate a config directory")

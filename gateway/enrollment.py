@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from gateway.ca.crl import issued_by
 from gateway.ca.profile import issue_request
 from gateway.errors import FailInfo, ScepFailure
+from gateway.limits import Limits
 from gateway.metrics import Metrics
 from gateway.policy.approval import decode_decision
 from gateway.policy.context import EnrollmentContext, Pending, PolicyEnv
@@ -59,21 +60,40 @@ class Enrollment:
         random: Callable[[int], bytes],
         serials: Callable[[], int] = x509.random_serial_number,
         metrics: Metrics | None = None,
+        limits: Limits | None = None,
+        crls: CrlPublisher | None = None,
     ) -> None:
         self._store = store
         self._metrics = metrics or Metrics()
         self._clock = clock
         self._random = random
         self._serials = serials
-        self._env = PolicyEnv(store=store, clock=clock, random=random)
-        self._crls = CrlPublisher(store, clock)
+        self.limits = limits or Limits()
+        self._env = PolicyEnv(store=store, clock=clock, random=random, hashing=self.limits.hashing)
+        self._crls = crls or CrlPublisher(store, clock)
 
-    async def pki_operation(self, alias: AliasRuntime, body: bytes) -> Answer:
+    async def pki_operation(
+        self, alias: AliasRuntime, body: bytes, *, client: str | None = None
+    ) -> Answer:
         # Unparseable: nobody to answer to, MalformedRequest -> HTTP 400 at the edge.
         message = decode.read_signed_message(body)
+        # A source over its failure budget gets a signed FAILURE before anything expensive
+        # (decryption, code hashing); everyone else waits for a place (or gets HTTP 503).
+        refusal = self.limits.refusal(client)
+        async with self.limits.pki.slot():
+            answer = await self._answer(alias, message, refusal)
+        if answer.status == "FAILURE":
+            self.limits.failures.failed(client)
+        return answer
+
+    async def _answer(
+        self, alias: AliasRuntime, message: SignedMessage, refusal: ScepFailure | None = None
+    ) -> Answer:
         keys = alias.keys[0]
         reply = ReplyTo(message.transaction_id, message.sender_nonce, self._digest(alias, message))
         try:
+            if refusal is not None:
+                raise refusal
             # Crypto runs on the loop, not in to_thread: for RSA-2048 the hand-off costs more
             # Python than the RSA it would move away (measured with `make bench`: c=16 on
             # PostgreSQL 117 -> 155 enrollments/s). Cores come from `serve --workers`.

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from gateway.limits import LimitSettings
 
 
 @dataclass(frozen=True)
@@ -18,6 +20,8 @@ class Settings:
     # HTTP-04/06: a PKIOperation is a few KB; 4096-bit keys with chains stay well below these.
     max_body_bytes: int = 256 * 1024
     max_url_bytes: int = 64 * 1024
+    # Per worker: concurrency and failure bounds of PKIOperation (docs/security.md, costs).
+    limits: LimitSettings = field(default_factory=LimitSettings)
 
     @property
     def database(self) -> str:

@@ -14,6 +14,7 @@ RANK = {
     "errors": 0,
     "scep": 1,
     "settings": 2,
+    "limits": 2,
     "metrics": 2,
     "policy": 2,
     "ca": 2,
