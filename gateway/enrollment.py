@@ -79,12 +79,11 @@ class Enrollment:
         message = decode.read_signed_message(body)
         # A source over its failure budget gets a signed FAILURE before anything expensive
         # (decryption, code hashing); everyone else waits for a place (or gets HTTP 503).
-        refusal = self.limits.refusal(client)
-        async with self.limits.pki.slot():
-            answer = await self._answer(alias, message, refusal)
-        if answer.status == "FAILURE":
-            self.limits.failures.failed(client)
-        return answer
+        return await self.limits.guard(
+            client,
+            alias.name.encode() + b"\0" + body,
+            lambda refusal: self._answer(alias, message, refusal),
+        )
 
     async def _answer(
         self, alias: AliasRuntime, message: SignedMessage, refusal: ScepFailure | None = None

@@ -13,21 +13,32 @@ Two mechanisms, both per worker process and both in memory:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import ipaddress
 import os
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import ParamSpec, TypeVar
+from typing import ParamSpec, Protocol, TypeVar, cast
 
 from gateway.errors import FailInfo, GatewayError, ScepFailure
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
+
+class _Answer(Protocol):
+    @property
+    def status(self) -> str: ...  # SUCCESS, FAILURE or PENDING
+
+
+_A = TypeVar("_A", bound=_Answer)
+
 TOO_MANY_FAILURES = "too many failed requests, retry later"
+REFUSALS_KEPT = 256
+"""Signed refusals kept per worker for replays of the very same request (a few KB each)."""
 
 
 def cpu_count() -> int:
@@ -52,7 +63,13 @@ class Gate:
     ``entered`` are for metrics and tests.
     """
 
-    def __init__(self, name: str, size: int, max_wait: float, max_queue: int | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        size: int,
+        max_wait: float,
+        max_queue: int | None = None,
+    ) -> None:
         if size < 1:
             raise ValueError("a gate needs at least one place")
         self.name = name
@@ -182,7 +199,12 @@ class LimitSettings:
 
 def hashing_gate(settings: LimitSettings) -> Gate:
     size = settings.hash_concurrency
-    return Gate("code check", size, settings.max_wait_seconds, max_queue=4 * size)
+    return Gate(
+        "code check",
+        size,
+        settings.max_wait_seconds,
+        max_queue=4 * size,
+    )
 
 
 class Limits:
@@ -197,11 +219,46 @@ class Limits:
         # waiters hold a PKIOperation place: a short queue keeps a flood of code checks from
         # taking every place from requests that need no code check.
         self.hashing = hashing_gate(settings)
+        self._refused: OrderedDict[bytes, _Answer] = OrderedDict()
         self.failures = FailureBudget(
             burst=settings.failure_burst,
             per_second=settings.failures_per_second,
             max_sources=settings.failure_sources,
         )
+
+    async def guard(
+        self,
+        client: str | None,
+        request: bytes,
+        answer: Callable[[ScepFailure | None], Awaitable[_A]],
+    ) -> _A:
+        """Run ``answer`` for a PKIOperation from ``client`` behind the PKIOperation gate.
+
+        ``answer`` gets the FAILURE to give instead of doing anything expensive when the
+        source is over its budget (else None). A FAILURE answer uses the budget, and so does
+        a code check refused for want of a place: it was decrypted for nothing. ``request``
+        (alias and body) names the request: a replayed one that was refused gets the same
+        signed refusal again, without another signature.
+        """
+        refusal = self.refusal(client)
+        key = hashlib.sha256(request).digest() if refusal is not None else b""
+        if refusal is not None and key in self._refused:
+            self._refused.move_to_end(key)
+            self.failures.failed(client)
+            return cast(_A, self._refused[key])
+        async with self.pki.slot():
+            try:
+                result = await answer(refusal)
+            except Overloaded:
+                self.failures.failed(client)
+                raise
+        if result.status == "FAILURE":
+            self.failures.failed(client)
+        if refusal is not None:
+            self._refused[key] = result
+            while len(self._refused) > REFUSALS_KEPT:
+                self._refused.popitem(last=False)
+        return result
 
     def refusal(self, client: str | None) -> ScepFailure | None:
         """The FAILURE for a source over its budget, or None when it may go on."""

@@ -16,8 +16,9 @@ import inspect
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,8 +30,15 @@ from gateway import revocation
 from gateway.app import create_app
 from gateway.ca.crl import issued_by
 from gateway.cli import _settings, parser
-from gateway.errors import FailInfo
-from gateway.limits import TOO_MANY_FAILURES, FailureBudget, LimitSettings, source_of
+from gateway.errors import FailInfo, ScepFailure
+from gateway.limits import (
+    TOO_MANY_FAILURES,
+    FailureBudget,
+    Limits,
+    LimitSettings,
+    Overloaded,
+    source_of,
+)
 from gateway.policy import authenticate
 from gateway.policy.codes import verify_code
 from gateway.scep.messages import PkiStatus
@@ -313,6 +321,42 @@ def test_the_failure_table_is_bounded_and_keys_ipv6_by_prefix() -> None:
     assert source_of("2001:db8:1:2::1") == source_of("2001:db8:1:2:ffff::9") == "2001:db8:1:2::/64"
     assert source_of("::ffff:192.0.2.1") == "192.0.2.1"
     assert source_of(None) == "-"
+
+
+@dataclass(frozen=True)
+class _Answer:
+    status: str
+
+
+async def test_what_uses_the_failure_budget() -> None:
+    limits = Limits(LimitSettings(failure_burst=3, failures_per_second=0.001))
+    refusals: list[ScepFailure | None] = []
+
+    def answer(status: str) -> Callable[[ScepFailure | None], Awaitable[_Answer]]:
+        async def run(refusal: ScepFailure | None) -> _Answer:
+            refusals.append(refusal)
+            return _Answer(status)
+
+        return run
+
+    async def shed(refusal: ScepFailure | None) -> _Answer:
+        raise Overloaded("code check", 0.0)
+
+    for status in ("SUCCESS", "PENDING") * 10:
+        await limits.guard("192.0.2.1", b"r", answer(status))
+    await limits.guard("192.0.2.1", b"r", answer("FAILURE"))
+    with pytest.raises(Overloaded):  # decrypted, then no place for its code check
+        await limits.guard("192.0.2.1", b"r", shed)
+    await limits.guard("192.0.2.1", b"r", answer("FAILURE"))
+    assert refusals[:-1] == [None] * 21
+    assert refusals[-1] is None
+    await limits.guard("192.0.2.1", b"r", answer("SUCCESS"))
+    refused = refusals[-1]
+    assert refused is not None
+    assert refused.client_text == TOO_MANY_FAILURES
+    assert refused.fail_info is FailInfo.BAD_REQUEST
+    await limits.guard("192.0.2.2", b"r", answer("SUCCESS"))
+    assert refusals[-1] is None
 
 
 # Gates
