@@ -56,6 +56,7 @@ _LIMIT_FLAGS = {
     "failure_burst": (int, "FAILURE answers a client address may get at once (default 50)"),
     "failures_per_second": (float, "... and then how many more per second (default 1)"),
     "failure_sources": (int, "client addresses tracked for that, per worker (default 10000)"),
+    "refusal_delay_seconds": (float, "how long a refused source waits for its answer (default 1)"),
 }
 
 

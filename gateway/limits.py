@@ -195,6 +195,7 @@ class LimitSettings:
     failure_burst: int = 50
     failures_per_second: float = 1.0
     failure_sources: int = 10_000
+    refusal_delay_seconds: float = 1.0
 
 
 def hashing_gate(settings: LimitSettings) -> Gate:
@@ -242,10 +243,15 @@ class Limits:
         """
         refusal = self.refusal(client)
         key = hashlib.sha256(request).digest() if refusal is not None else b""
-        if refusal is not None and key in self._refused:
-            self._refused.move_to_end(key)
-            self.failures.failed(client)
-            return cast(_A, self._refused[key])
+        if refusal is not None:
+            # A refused source waits for its answer: a client that sends its next request
+            # when the answer came (a replay loop does) is slowed to one per delay and
+            # connection, and leaves the event loop to everyone else.
+            await asyncio.sleep(self.settings.refusal_delay_seconds)
+            if key in self._refused:
+                self._refused.move_to_end(key)
+                self.failures.failed(client)
+                return cast(_A, self._refused[key])
         async with self.pki.slot():
             try:
                 result = await answer(refusal)

@@ -277,7 +277,7 @@ async def test_a_flooding_source_gets_a_signed_failure_without_code_checks(
         return real_verify(code, stored)
 
     monkeypatch.setattr(authenticate, "verify_code", counting_verify)
-    limits = LimitSettings(failure_burst=3, failures_per_second=0.001)
+    limits = LimitSettings(failure_burst=3, failures_per_second=0.001, refusal_delay_seconds=0.01)
     async with gateway_with(tmp_path, shared_data_dir, limits=limits) as gw:
         await register(gw.services.store, "victim", "Right-Code-1")
         attacker = Device("victim", key=fresh_key())
@@ -329,7 +329,9 @@ class _Answer:
 
 
 async def test_what_uses_the_failure_budget() -> None:
-    limits = Limits(LimitSettings(failure_burst=3, failures_per_second=0.001))
+    limits = Limits(
+        LimitSettings(failure_burst=3, failures_per_second=0.001, refusal_delay_seconds=0.01)
+    )
     refusals: list[ScepFailure | None] = []
 
     def answer(status: str) -> Callable[[ScepFailure | None], Awaitable[_Answer]]:
@@ -436,6 +438,8 @@ def test_serve_flags_set_the_limits() -> None:
             "0.5",
             "--failure-sources",
             "500",
+            "--refusal-delay-seconds",
+            "0.25",
         ]
     )
     assert _settings(args).limits == LimitSettings(
@@ -445,5 +449,6 @@ def test_serve_flags_set_the_limits() -> None:
         failure_burst=20,
         failures_per_second=0.5,
         failure_sources=500,
+        refusal_delay_seconds=0.25,
     )
     assert _settings(parser().parse_args(["serve"])).limits == LimitSettings()
