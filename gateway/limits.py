@@ -111,9 +111,19 @@ class Gate:
             self._semaphore.release()
 
     async def run(self, function: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
-        """``function`` in a thread, behind the gate (for work that releases the GIL)."""
+        """``function`` in a thread, behind the gate (for work that releases the GIL).
+
+        A thread cannot be stopped: if the caller is cancelled, the place is kept until the
+        thread is done, so the gate bounds running threads, not waiting callers."""
         async with self.slot():
-            return await asyncio.to_thread(function, *args, **kwargs)
+            work = asyncio.ensure_future(asyncio.to_thread(function, *args, **kwargs))
+            try:
+                return await asyncio.shield(work)
+            finally:
+                if not work.done():
+                    await asyncio.wait([work])
+                if not work.cancelled():
+                    work.exception()  # retrieved: the caller is gone, nobody else wants it
 
 
 def source_of(address: str | None) -> str:

@@ -34,6 +34,7 @@ from gateway.errors import FailInfo, ScepFailure
 from gateway.limits import (
     TOO_MANY_FAILURES,
     FailureBudget,
+    Gate,
     Limits,
     LimitSettings,
     Overloaded,
@@ -400,6 +401,26 @@ async def test_code_checks_run_behind_a_bounded_gate(
             assert reply.status is PkiStatus.SUCCESS, reply.fail_info_text
         assert seen["peak"] == 1
         assert gw.services.enrollment.limits.hashing.peak == 1
+
+
+async def test_a_cancelled_code_check_keeps_its_place_until_its_thread_ends() -> None:
+    gate = Gate("code check", 1, 30.0)
+    started, release = threading.Event(), threading.Event()
+
+    def work() -> bool:
+        started.set()
+        return release.wait(30)
+
+    caller = asyncio.create_task(gate.run(work))
+    assert await asyncio.to_thread(started.wait, 30)
+    caller.cancel()  # the client went away; the thread runs on
+    done, _ = await asyncio.wait([caller], timeout=0.2)
+    assert not done
+    assert gate.active == 1
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert gate.active == 0
 
 
 async def test_a_full_gate_answers_503_within_its_deadline(
