@@ -214,7 +214,9 @@ def hashing_gate(settings: LimitSettings) -> Gate:
         "code check",
         size,
         settings.max_wait_seconds,
-        max_queue=4 * size,
+        # Half the PKIOperation places may wait for a code check: a burst of CA-mode
+        # enrollments waits its turn, a flood of them cannot hold every place.
+        max_queue=max(4 * size, settings.pki_concurrency // 2),
     )
 
 

@@ -79,14 +79,13 @@ class CrlPublisher:
             if r.revoked_at is not None and issued_by(r.der, ca.issuer)
         ]
 
-    async def publish(self, ca: CaRuntime, revoked: list[Revoked] | None = None) -> CrlRecord:
+    async def publish(self, ca: CaRuntime) -> CrlRecord:
         """Sign and store a new CRL with every revoked certificate of this CA key."""
         now = self._clock()
         # Read the count first: a revocation committed after it is either listed anyway or
         # makes the CRL count as stale; it is never left out unnoticed.
-        covers = await self._store.revocation_count(ca.name) if revoked is None else None
-        if revoked is None:
-            revoked = await self._revoked(ca)
+        covers = await self._store.revocation_count(ca.name)
+        revoked = await self._revoked(ca)
         next_update = now + timedelta(hours=ca.crl.validity_hours)
 
         def sign(number: int) -> bytes:
