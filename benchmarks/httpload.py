@@ -44,9 +44,10 @@ def encode_request(
 class Connection:
     """One keep-alive connection; reconnects on the next request after any error."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, source: str | None = None) -> None:
         self.host = host
         self.port = port
+        self.source = source  # a local address to connect from (127.0.0.2: another client)
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self.connects = 0
@@ -54,7 +55,10 @@ class Connection:
     async def open(self) -> None:
         if self._writer is None:
             self._reader, self._writer = await asyncio.open_connection(
-                self.host, self.port, limit=MAX_HEADER_BYTES
+                self.host,
+                self.port,
+                limit=MAX_HEADER_BYTES,
+                local_addr=(self.source, 0) if self.source else None,
             )
             self.connects += 1
 
@@ -176,13 +180,14 @@ async def drive(
     max_requests: int,
     request_timeout: float,
     keep_body: Callable[[int], bool] = lambda _i: False,
+    source: str | None = None,
 ) -> LoadResult:
     """Closed loop: ``concurrency`` workers, each on its own keep-alive connection, send
     ``request_for(0), request_for(1), ...`` until ``seconds`` have passed or ``max_requests``
     were sent, whichever comes first. Every request is bounded by ``request_timeout``, the
     whole run by ``seconds + request_timeout + 5``.
     """
-    connections = [Connection(host, port) for _ in range(concurrency)]
+    connections = [Connection(host, port, source) for _ in range(concurrency)]
     await asyncio.wait_for(asyncio.gather(*(c.open() for c in connections)), timeout=30)
     counter = iter(range(max_requests))
     samples: list[Sample] = []

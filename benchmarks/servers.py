@@ -235,10 +235,17 @@ def start_gateway(
     mode: str = "ra",
     workers: int = 1,
     cache: Path = CACHE,
+    extra_aliases: dict[str, str] | None = None,
+    serve_args: tuple[str, ...] = (),
 ) -> Server:
-    """``scep-gateway serve`` as a user runs it: default settings, INFO logging to a file."""
+    """``scep-gateway serve`` as a user runs it: default settings, INFO logging to a file.
+
+    ``extra_aliases`` (file name -> YAML) are added to the configuration, ``serve_args`` to
+    the command line."""
     root.mkdir(parents=True, exist_ok=True)
     config = write_gateway_config(root, mode)
+    for file_name, text in (extra_aliases or {}).items():
+        (config / "aliases" / file_name).write_text(text)
     data = root / "data"
     data.mkdir(exist_ok=True)
     _seed(cache / "gateway-ca", data, GATEWAY_CA_FILES)
@@ -257,6 +264,7 @@ def start_gateway(
     ]
     if database:
         command += ["--database", database]
+    command += serve_args
     env = {**os.environ, SECRET_ENV: secret}
     log = root / "server.log"
     server = Server(

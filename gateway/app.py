@@ -15,6 +15,7 @@ from gateway import assembly
 from gateway.config import loader
 from gateway.enrollment import Enrollment
 from gateway.http.routes import Services, raw_response, scep
+from gateway.limits import Limits
 from gateway.metrics import Metrics
 from gateway.registry import Snapshot
 from gateway.reload import Reloader
@@ -55,8 +56,15 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -
     @app.before_serving
     async def start() -> None:
         store = await Store.open(settings.database, deadline=settings.store_timeout)
-        enrollment = Enrollment(store, clock=clock, random=os.urandom, metrics=metrics)
         crls = CrlPublisher(store, clock)
+        enrollment = Enrollment(
+            store,
+            clock=clock,
+            random=os.urandom,
+            metrics=metrics,
+            limits=Limits(settings.limits),
+            crls=crls,
+        )
         app.config["SERVICES"] = Services(
             reloader=reloader,
             enrollment=enrollment,

@@ -21,6 +21,7 @@ from gateway.ca.local import LocalCA
 from gateway.config import loader
 from gateway.config.model import KeyPairConfig
 from gateway.errors import ConfigError, GatewayError
+from gateway.limits import LimitSettings
 from gateway.policy.codes import (
     generate_code,
     hash_code,
@@ -45,7 +46,27 @@ def _settings(args: argparse.Namespace) -> Settings:
             for name in ("store_timeout", "read_timeout", "keep_alive_timeout", "max_connections")
             if hasattr(args, name)
         },
+        limits=_limit_settings(args),
     )
+
+
+def _limit_settings(args: argparse.Namespace) -> LimitSettings:
+    given = {name: getattr(args, name, None) for name in _LIMIT_FLAGS}
+    return LimitSettings(**{k: v for k, v in given.items() if v is not None})
+
+
+_LIMIT_FLAGS = {
+    "pki_concurrency": (int, "PKIOperations in progress at once, per worker (default 16)"),
+    "hash_concurrency": (
+        int,
+        "enrollment-code checks (scrypt) at once, per worker (default: half the cores, min 1)",
+    ),
+    "max_wait_seconds": (float, "longest wait for either place before HTTP 503 (default 2)"),
+    "failure_burst": (int, "FAILURE answers a client address may get at once (default 50)"),
+    "failures_per_second": (float, "... and then how many more per second (default 1)"),
+    "failure_sources": (int, "client addresses tracked for that, per worker (default 10000)"),
+    "refusal_delay_seconds": (float, "how long a refused source waits for its answer (default 1)"),
+}
 
 
 def _fail(message: str) -> int:
@@ -393,6 +414,16 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be more than 0")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -453,6 +484,12 @@ def parser() -> argparse.ArgumentParser:
         help="open connections per worker; beyond it the longest idle one is closed, or the "
         "new one when none is idle (env SCEP_GATEWAY_MAX_CONNECTIONS, default 1000)",
     )
+    for name, (kind, text) in _LIMIT_FLAGS.items():
+        serve_cmd.add_argument(
+            "--" + name.replace("_", "-"),
+            type=_positive if kind is int else _positive_float,
+            help=text,
+        )
     serve_cmd.set_defaults(func=cmd_serve)
 
     check = sub.add_parser("check-config", parents=[common], help="validate a config directory")

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from gateway.ca.crl import issued_by
 from gateway.ca.profile import issue_request
 from gateway.errors import FailInfo, ScepFailure
+from gateway.limits import Limits
 from gateway.logs import clip
 from gateway.metrics import Metrics
 from gateway.policy.approval import decode_decision, find_own_pending, stored_csr
@@ -58,21 +59,39 @@ class Enrollment:
         random: Callable[[int], bytes],
         serials: Callable[[], int] = x509.random_serial_number,
         metrics: Metrics | None = None,
+        limits: Limits | None = None,
+        crls: CrlPublisher | None = None,
     ) -> None:
         self._store = store
         self._metrics = metrics or Metrics()
         self._clock = clock
         self._random = random
         self._serials = serials
-        self._env = PolicyEnv(store=store, clock=clock, random=random)
-        self._crls = CrlPublisher(store, clock)
+        self.limits = limits or Limits()
+        self._env = PolicyEnv(store=store, clock=clock, random=random, hashing=self.limits.hashing)
+        self._crls = crls or CrlPublisher(store, clock)
 
-    async def pki_operation(self, alias: AliasRuntime, body: bytes) -> Answer:
+    async def pki_operation(
+        self, alias: AliasRuntime, body: bytes, *, client: str | None = None
+    ) -> Answer:
         # Unparseable: nobody to answer to, MalformedRequest -> HTTP 400 at the edge.
         message = decode.read_signed_message(body)
+        # A source over its failure budget gets a signed FAILURE before anything expensive
+        # (decryption, code hashing); everyone else waits for a place (or gets HTTP 503).
+        return await self.limits.guard(
+            client,
+            alias.name.encode() + b"\0" + body,
+            lambda refusal: self._answer(alias, message, refusal),
+        )
+
+    async def _answer(
+        self, alias: AliasRuntime, message: SignedMessage, refusal: ScepFailure | None = None
+    ) -> Answer:
         keys = alias.keys[0]
-        reply = ReplyTo(message.transaction_id, message.sender_nonce, self._digest(alias, message))
+        reply = decode.reply_to(message, self._digest(alias, message))
         try:
+            if refusal is not None:
+                raise refusal
             # What the outer message decides comes first, so that everything after the key
             # transport can only be the one "unreadable" answer or a valid request.
             kind = decode.check(message)

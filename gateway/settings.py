@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from gateway.limits import LimitSettings
 
 
 @dataclass(frozen=True)
@@ -18,11 +20,13 @@ class Settings:
     # HTTP-04/06: a PKIOperation is a few KB; 4096-bit keys with chains stay well below these.
     max_body_bytes: int = 256 * 1024
     max_url_bytes: int = 64 * 1024
-    # Issue 9 item 7: no wait without a deadline (docs/security.md, "deadlines").
+    # No wait without a deadline (docs/security.md, "deadlines").
     store_timeout: float = 5.0  # overall bound of one store operation, seconds
     read_timeout: float = 5.0  # silence while reading a request; the whole body, seconds
     keep_alive_timeout: float = 5.0  # idle connection, and the whole request head, seconds
     max_connections: int = 1000  # open connections per worker
+    # Per worker: concurrency and failure bounds of PKIOperation (docs/security.md, costs).
+    limits: LimitSettings = field(default_factory=LimitSettings)
 
     @property
     def database(self) -> str:

@@ -15,6 +15,7 @@ RANK = {
     "logs": 0,
     "scep": 1,
     "settings": 2,
+    "limits": 2,
     "metrics": 2,
     "policy": 2,
     "ca": 2,

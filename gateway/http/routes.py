@@ -22,6 +22,8 @@ from gateway.errors import (
     UnknownAlias,
 )
 from gateway.http import transport
+from gateway.http.caching import crl_response
+from gateway.limits import Overloaded
 from gateway.metrics import Metrics
 from gateway.registry import CA_RA_CERT_CHAIN, NEXT_CA_CERT, CaRuntime, Snapshot
 from gateway.reload import Reloader
@@ -49,6 +51,13 @@ def problem(error: GatewayError) -> Response:
         # The database is down or refused: a server fault, not the client's.
         log.error("store error: %s", error.detail)
         return raw_response(b"service unavailable\n", "text/plain", 503)
+    elif isinstance(error, Overloaded):
+        # Transient: the client retries (RFC 9110 15.6.4); signing a FAILURE would be final
+        # and would spend the private-key operation that is short (docs/security.md).
+        log.warning("HTTP 503: %s", error.detail)
+        response = raw_response(b"service busy, retry later\n", "text/plain", 503)
+        response.headers["Retry-After"] = str(error.retry_after)
+        return response
     elif isinstance(error, MalformedRequest | PayloadTooLarge | NotFound):
         status = error.status
     log.info("HTTP %d: %s", status, error.detail)
@@ -129,7 +138,7 @@ async def _answer(svc: Services, alias_name: str) -> tuple[Response, str]:
                 return raw_response(alias.ca_chain(ca.at(now)), CA_RA_CERT_CHAIN), op
             body = await asyncio.to_thread(alias.next_ca_certificates, ca, now)
             return raw_response(body, NEXT_CA_CERT), op
-        answer = await svc.enrollment.pki_operation(alias, scep_request.payload)
+        answer = await svc.enrollment.pki_operation(alias, scep_request.payload, client=_peer())
         log.info(
             "PKIOperation alias=%s status=%s %.1f ms",
             alias_name,
@@ -139,6 +148,12 @@ async def _answer(svc: Services, alias_name: str) -> tuple[Response, str]:
         return raw_response(answer.body, PKI_MESSAGE), op
     except GatewayError as error:
         return problem(error), op
+
+
+def _peer() -> str | None:
+    """The TCP peer from the ASGI scope (never a header a client could set)."""
+    client = request.scope.get("client")
+    return str(client[0]) if client else None
 
 
 async def scep_alias(alias: str) -> Response:
@@ -179,10 +194,10 @@ async def crl_of_key(ca: str, key_id: str) -> Response:
 
 async def _crl_of(svc: Services, ca: CaRuntime) -> Response:
     try:
-        der = await svc.crls.current(ca)
+        served = await svc.crls.serve(ca)
     except GatewayError as error:
         return problem(error)
-    return raw_response(der, "application/pkix-crl")
+    return crl_response(served, request.headers.get("If-None-Match"), svc.clock())
 
 
 @scep.route("/healthz")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
 from cryptography import x509
 
+from gateway.limits import Gate, LimitSettings, hashing_gate
 from gateway.scep.messages import PkiRequest
 from gateway.store import CertificateRecord, EndEntity, Store
 
@@ -51,6 +52,8 @@ class PolicyEnv:
     store: Store
     clock: Callable[[], datetime]
     random: Callable[[int], bytes]
+    # Memory-hard code checks run in a thread behind this bounded gate (docs/security.md).
+    hashing: Gate = field(default_factory=lambda: hashing_gate(LimitSettings()))
 
 
 class Policy(Protocol):

@@ -187,15 +187,21 @@ def _encrypted_content(eci: cms.EncryptedContentInfo) -> bytes:
 class Opened:
     """A decrypted envelope.
 
-    ``problem`` is set when anything after the key transport failed (wrong key, wrong key
-    length, CBC padding): ``plaintext`` is then whatever the decryption gave, and the caller
-    goes on down the same path and refuses at its end with one answer (RFC 3218 2.3.2).
+    ``padded`` is the decrypted content with its padding, ``length`` the content's length by
+    that padding. ``problem`` is set when anything after the key transport failed (wrong key,
+    wrong key length, CBC padding; ``length`` is then all of ``padded``): the caller goes on
+    down the same path and refuses at its end with one answer (RFC 3218 2.3.2).
     """
 
-    plaintext: bytes
+    padded: bytes
+    length: int
     cipher: str
     recipient_index: int
     problem: str | None = None
+
+    @property
+    def plaintext(self) -> bytes:
+        return self.padded[: self.length]
 
 
 def names_match(a: asn1_x509.Name, b: asn1_x509.Name) -> bool:
@@ -363,10 +369,12 @@ def open_envelope(
     padded = decryptor.update(ciphertext) + decryptor.finalize()
     unpadder = sym_padding.PKCS7(block * 8).unpadder()
     try:
-        plaintext = unpadder.update(padded) + unpadder.finalize()
+        length = len(unpadder.update(padded) + unpadder.finalize())
     except ValueError:
-        plaintext, problem = padded, problem or "bad CBC padding"
-    return Opened(plaintext=plaintext, cipher=cipher_name, recipient_index=index, problem=problem)
+        length, problem = len(padded), problem or "bad CBC padding"
+    return Opened(
+        padded=padded, length=length, cipher=cipher_name, recipient_index=index, problem=problem
+    )
 
 
 def envelope(

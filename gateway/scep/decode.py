@@ -12,7 +12,7 @@ import hmac
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 
-from asn1crypto import cms, core
+from asn1crypto import cms, core, parser
 from asn1crypto import x509 as asn1_x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
@@ -34,6 +34,7 @@ from gateway.scep.messages import (
     IssuerAndSubject,
     MessageType,
     PkiRequest,
+    ReplyTo,
     SignedMessage,
     Signer,
 )
@@ -188,9 +189,20 @@ def _check_attributes(message: SignedMessage) -> None:
         # RFC 8894 3.2.1.5: every message carries a senderNonce, which the answer echoes.
         raise ScepFailure(
             FailInfo.BAD_REQUEST,
-            "senderNonce missing or not of 16 bytes",
+            "senderNonce must be 8 to 32 bytes long (RFC 8894: 16)",
             detail=f"senderNonce of {len(message.sender_nonce)} bytes",
         )
+
+
+def reply_to(message: SignedMessage, digest: str) -> ReplyTo:
+    """What an answer echoes (RFC 8894 3.2.1.1, 3.2.1.5), cut to the bounds above: an answer
+    to a 200 KB transactionID is a FAILURE whose echo no client can match anyway, and it must
+    not cost 200 KB to sign, send and keep."""
+    return ReplyTo(
+        message.transaction_id[:MAX_TRANSACTION_ID],
+        message.sender_nonce[: NONCE_BYTES.stop - 1],
+        digest,
+    )
 
 
 def _check_signer(signer: Signer) -> None:
@@ -327,8 +339,15 @@ def open_request(
     )
     problem = opened.problem
     try:
-        # Parsed even when the decryption already failed, so that both take the same path.
-        request = _with_payload(request, opened.plaintext)
+        # The payload is read from the padded bytes, as far as its own DER header says, and
+        # only then held against the padding: a good and a bad padding cost the same parse
+        # and the same CSR signature check (no timing oracle either).
+        data = opened.padded
+        header, contents, trailer = parser.parse(data, strict=False)[3:]
+        end = len(header) + len(contents) + len(trailer)
+        request = _with_payload(request, data[:end])
+        if end != opened.length:
+            problem = problem or "the content does not end where its padding begins"
     except _PARSE_ERRORS as exc:
         problem = problem or f"{type(exc).__name__}: {exc}"
     if problem is not None:

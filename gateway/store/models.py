@@ -274,3 +274,20 @@ class ExpectLatest:
 
     serial: int | None
     now: datetime
+
+
+@dataclass(frozen=True)
+class CrlState:
+    """The newest CRL of a series as :meth:`Store.crl_state` sees it, without its DER."""
+
+    number: int
+    this_update: datetime
+    next_update: datetime
+    covered: int | None
+    """The CA's revocation count this CRL lists; None if not recorded (then it is stale)."""
+    revocations: int
+    """The CA's revocation count now."""
+
+    @property
+    def lists_every_revocation(self) -> bool:
+        return self.covered is not None and self.covered >= self.revocations

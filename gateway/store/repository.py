@@ -68,6 +68,7 @@ from gateway.store.models import (
     ENROLLABLE,
     CertificateRecord,
     CrlRecord,
+    CrlState,
     EndEntity,
     EntityStatus,
     ExpectLatest,
@@ -76,7 +77,14 @@ from gateway.store.models import (
     check_reason,
     check_serial,
 )
-from gateway.store.tables import certificates, crls, end_entities, pending_requests
+from gateway.store.tables import (
+    certificates,
+    crl_coverage,
+    crls,
+    end_entities,
+    pending_requests,
+    revocation_counters,
+)
 
 log = logging.getLogger(__name__)
 
@@ -240,6 +248,18 @@ def _upsert_statement(dialect: str) -> Executable:
         )
         _UPSERTS[dialect] = statement
     return statement
+
+
+async def _count_revocation(conn: AsyncConnection, ca: str) -> None:
+    """One more revocation of CA ``ca``, in the caller's transaction (see CrlState)."""
+    insert_ = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    base = insert_(revocation_counters).values(ca=ca, revocations=1)
+    await conn.execute(
+        base.on_conflict_do_update(
+            index_elements=[revocation_counters.c.ca],
+            set_={"revocations": revocation_counters.c.revocations + 1},
+        )
+    )
 
 
 def _valid_at(cert: CertificateRecord, now: datetime) -> bool:
@@ -597,6 +617,8 @@ class Store:
                 if _is_unique_violation(exc):
                     raise SerialCollision(cert.ca, cert.serial) from exc
                 raise
+            if cert.revoked_at is not None:  # recorded revoked: its CRLs are stale
+                await _count_revocation(conn, cert.ca)
 
     @staticmethod
     async def _check_latest(
@@ -746,6 +768,7 @@ class Store:
                 raise NoSuchCertificate(ca, serial)
             if revoked.rowcount != 1:
                 raise AlreadyRevoked(ca, serial)
+            await _count_revocation(connection, ca)
         return _certificate_from_row(row)
 
     async def revoked_certificates(self, ca: str) -> list[CertificateRecord]:
@@ -774,8 +797,12 @@ class Store:
         this_update: datetime,
         next_update: datetime,
         sign: Callable[[int], bytes],
+        covers: int | None = None,
     ) -> CrlRecord:
         """Number, sign and store the next CRL of the series ``ca``, in one transaction.
+
+        ``covers``: the CA's :meth:`revocation_count`, read before the revoked certificates
+        the CRL lists were; recorded with it for :meth:`crl_state`.
 
         The number is one more than the highest stored (1 for the first); ``sign(number)``
         returns the DER of the CRL. Should another replica commit that number first (a unique
@@ -790,7 +817,7 @@ class Store:
             raise InvalidRecord("next_update must not be before this_update")
         for _ in range(CRL_NUMBER_ATTEMPTS):
             try:
-                return await self._publish_crl_once(ca, this_update, next_update, sign)
+                return await self._publish_crl_once(ca, this_update, next_update, sign, covers)
             except _CrlNumberTaken:
                 continue
         raise StoreError(
@@ -804,6 +831,7 @@ class Store:
         this_update: datetime,
         next_update: datetime,
         sign: Callable[[int], bytes],
+        covers: int | None = None,
     ) -> CrlRecord:
         async with self._writing(f"publish CRL of {ca!r}") as connection:
             if connection.dialect.name == "postgresql":
@@ -838,6 +866,10 @@ class Store:
                 if _is_unique_violation(exc):
                     raise _CrlNumberTaken from exc
                 raise
+            if covers is not None:
+                await connection.execute(
+                    insert(crl_coverage).values(series=ca, number=number, revocations=covers)
+                )
         return record
 
     async def latest_crl(self, ca: str) -> CrlRecord | None:
@@ -846,6 +878,52 @@ class Store:
         async with self._reading(f"latest CRL of {ca!r}") as connection:
             row = (await connection.execute(query)).mappings().one_or_none()
         return None if row is None else _crl_from_row(row)
+
+    async def revocation_count(self, ca: str) -> int:
+        """How many revocations CA ``ca`` has seen (never decreases)."""
+        query = select(revocation_counters.c.revocations).where(revocation_counters.c.ca == ca)
+        async with self._reading(f"revocation count of {ca!r}") as connection:
+            count = await connection.scalar(query)
+        return int(count or 0)
+
+    async def crl_state(self, series: str, ca: str) -> CrlState | None:
+        """The newest CRL of ``series`` without its DER, with the revocation count it lists
+        and the current one of CA ``ca``: one indexed look-up, whatever the number of
+        revoked certificates. None if the series has no CRL."""
+        current = (
+            select(revocation_counters.c.revocations)
+            .where(revocation_counters.c.ca == ca)
+            .scalar_subquery()
+        )
+        query = (
+            select(
+                crls.c.number,
+                crls.c.this_update,
+                crls.c.next_update,
+                crl_coverage.c.revocations.label("covered"),
+                current.label("current"),
+            )
+            .select_from(
+                crls.outerjoin(
+                    crl_coverage,
+                    (crl_coverage.c.series == crls.c.ca) & (crl_coverage.c.number == crls.c.number),
+                )
+            )
+            .where(crls.c.ca == series)
+            .order_by(crls.c.number.desc())
+            .limit(1)
+        )
+        async with self._reading(f"CRL state of {series!r}") as connection:
+            row = (await connection.execute(query)).mappings().one_or_none()
+        if row is None:
+            return None
+        return CrlState(
+            number=row["number"],
+            this_update=row["this_update"],
+            next_update=row["next_update"],
+            covered=row["covered"],
+            revocations=int(row["current"] or 0),
+        )
 
     # Pending requests
 
@@ -977,6 +1055,25 @@ class Store:
             .limit(1)
         )
         async with self._reading(f"find pending request {transaction_id!r}") as connection:
+            row = (await connection.execute(query)).mappings().one_or_none()
+        return None if row is None else _pending_from_row(row)
+
+    async def find_latest_pending_for_key(self, alias: str, key_id: str) -> PendingRequest | None:
+        """The newest request on the alias whose CSR key, or whose PKCSReq's signer key, has id
+        ``key_id``, whatever its transactionID and status."""
+        query = (
+            self._select_pending()
+            .where(
+                pending_requests.c.alias == alias,
+                or_(
+                    pending_requests.c.key_id == key_id,
+                    pending_requests.c.signer_key_id == key_id,
+                ),
+            )
+            .order_by(pending_requests.c.id.desc())
+            .limit(1)
+        )
+        async with self._reading("find pending request by key") as connection:
             row = (await connection.execute(query)).mappings().one_or_none()
         return None if row is None else _pending_from_row(row)
 

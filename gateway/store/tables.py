@@ -140,6 +140,26 @@ crls = Table(
     CheckConstraint("number > 0", name="number"),
 )
 
+# How many revocations each CA name has seen (revoke_certificate counts up in the same
+# transaction): a CRL records the count it was built from, so "is the CRL stale?" is one
+# look-up by key instead of a scan of the revoked certificates (docs/security.md, costs).
+revocation_counters = Table(
+    "revocation_counters",
+    metadata,
+    Column("ca", Text, primary_key=True),
+    Column("revocations", BigInteger, nullable=False),
+)
+
+# The revocation count of ``ca`` that CRL ``number`` of ``series`` lists (read before its
+# revoked certificates were): a CRL without a row here counts as stale.
+crl_coverage = Table(
+    "crl_coverage",
+    metadata,
+    Column("series", Text, primary_key=True),
+    Column("number", BigInteger, primary_key=True),
+    Column("revocations", BigInteger, nullable=False),
+)
+
 pending_requests = Table(
     "pending_requests",
     metadata,

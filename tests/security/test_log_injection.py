@@ -17,6 +17,7 @@ import pytest
 from cryptography import x509
 
 from gateway.logs import SafeFormatter, clip
+from gateway.scep import client
 from gateway.scep.messages import PkiStatus
 from tests.interop.conftest import Server, start_server, stop_server
 from tests.security.support import ask, recipient_of
@@ -98,7 +99,7 @@ def test_a_nonce_of_a_length_no_client_sends_is_refused(
             server, recipient, "bad-nonce", transaction_id="nonce-test", nonce=nonce
         )
         assert status is PkiStatus.FAILURE
-        assert text == "senderNonce missing or not of 16 bytes"
+        assert text == "senderNonce must be 8 to 32 bytes long (RFC 8894: 16)"
 
 
 @pytest.mark.parametrize(
@@ -147,3 +148,23 @@ def test_every_record_is_one_line_and_bounded() -> None:
     assert line.startswith("INFO value=a\\x0ab\\x0d\\x1b[2J\\u2028zzz")
     assert len(line) < 4200
     assert clip("x" * 500, 10) == "xxxxxxxxxx...(+490 chars)"
+
+
+def test_the_answer_to_an_outsized_transaction_id_is_small(
+    server: Server, recipient: x509.Certificate
+) -> None:
+    """The FAILURE echoes the transactionID cut to its bound: signing, sending and keeping
+    the answer does not cost what the client chose to send."""
+    device = Device("outsized-echo")
+    tid = "E" * 200_000
+    body = device.pkcsreq(_secret(server), [recipient], transaction_id=tid, nonce=os.urandom(900))
+    request = urllib.request.Request(
+        f"{server.url('ra')}?operation=PKIOperation", data=body, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        answer = response.read()
+    assert len(answer) < 8_000
+    rep = client.read_cert_rep(answer, recipient=device.identity)
+    assert rep.status is PkiStatus.FAILURE
+    assert rep.transaction_id == tid[:128]
+    assert len(rep.recipient_nonce) == 32

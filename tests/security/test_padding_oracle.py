@@ -22,10 +22,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from gateway.assembly import check_decrypters
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, ScepFailure
 from gateway.keys.files import KeyPair
-from gateway.scep import client
+from gateway.scep import client, decode
 from gateway.scep import cms as scep_cms
+from gateway.scep import csr as scep_csr
 from gateway.scep.crypto import CONTENT_CIPHERS, content_cipher
 from gateway.scep.messages import MessageType, PkiStatus
 from tests.interop.conftest import Server, start_server, stop_server
@@ -47,7 +48,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("oracle")
     config = copy_config(tmp)
     (config / "aliases" / "ra-pair.yaml").write_text(RA_PAIR_ALIAS)
-    process, running = start_server(tmp, config_dir=config)
+    # The attack sends hundreds of failing requests from one address: the failure budget
+    # (docs/security.md section 4) would answer most of them "too many failed requests"
+    # before decryption. Raised here, so that every query reaches the code under test.
+    process, running = start_server(
+        tmp,
+        config_dir=config,
+        extra=("--failure-burst", "100000", "--refusal-delay-seconds", "0.001"),
+    )
     try:
         yield running
     finally:
@@ -271,3 +279,46 @@ def test_a_key_without_implicit_rejection_decrypts_no_request(tmp_path: Path) ->
     (issue,) = refused.value.issues
     assert issue.file == "aliases/strict.yaml"
     assert "ManagementCA does not reject bad PKCS#1 v1.5 padding implicitly" in issue.message
+
+
+def test_good_and_bad_padding_take_the_same_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not only the same answer: the same work. A CSR with a bad padding after it is parsed and
+    its signature checked exactly as one with a good padding (a timing difference of one RSA
+    verification per query would be an oracle too)."""
+    key = fresh_key()
+    pair = KeyPair(client.self_signed(key, "path").certificate, key)
+    device = Device("path", key=fresh_key())
+    checked: list[bytes] = []
+    original = scep_csr._signature_valid
+
+    def counting(request: object, public_key: object) -> bool:
+        checked.append(b"")
+        return original(request, public_key)
+
+    monkeypatch.setattr(scep_csr, "_signature_valid", counting)
+    csr = device.csr("secret")
+    content_key, iv = os.urandom(16), os.urandom(16)
+    good = _encrypt("aes128_cbc", content_key, iv, csr)
+    # The same CSR followed by a block that ends in 0x00: never a valid PKCS#7 padding.
+    bad = _encrypt("aes128_cbc", content_key, iv, csr + bytes(16 - len(csr) % 16), pad=False)
+    # A good padding that takes the CSR's last byte with it (what a chosen IV makes of a
+    # block): without the rule above, the DER would end early and skip the signature check.
+    short = _encrypt("aes128_cbc", content_key, iv, csr[:-1])
+    outcomes = []
+    for ciphertext in (good, bad, short):
+        enveloped = _envelope(
+            pair.certificate,
+            cipher="aes128_cbc",
+            encrypted_key=_wrapped(pair.certificate, content_key),
+            iv=iv,
+            ciphertext=ciphertext,
+        )
+        message = decode.read_signed_message(_signed(device, enveloped, MessageType.PKCS_REQ, "p"))
+        try:
+            decode.open_request(message, decode.check(message), [pair], fallback_key=os.urandom)
+            outcomes.append("opened")
+        except ScepFailure as failure:
+            outcomes.append(failure.detail)
+    assert outcomes[:2] == ["opened", "bad CBC padding"]
+    assert outcomes[2] != "opened"
+    assert len(checked) == 3

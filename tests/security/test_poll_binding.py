@@ -164,6 +164,14 @@ async def test_thirty_transactions_for_one_name_give_one_pending_request(gw: Gat
         (FailInfo.BAD_REQUEST, "another request for this end entity is waiting for approval")
     }
     assert len(await gw.services.store.list_pending()) == 1
+    # Each of the thirty was answered PENDING, so the device may poll under any of them: the
+    # key finds its request (before and after the decision), not the transactionID.
+    assert (await _poll(gw, device, "tx-many-29")).status is PkiStatus.PENDING
+    await _approve_all(gw)
+    for tid in ("tx-many-29", "tx-many-0"):
+        issued = await _poll(gw, device, tid)
+        assert issued.status is PkiStatus.SUCCESS, issued.fail_info_text
+        assert issued.certificates[0].public_key() == device.key.public_key()
 
 
 async def test_an_alias_holds_at_most_max_pending_open_requests(capped: Gateway) -> None:

@@ -33,7 +33,14 @@ class Schema:
     diff: list[Any]
 
 
-STORE_TABLES = ("end_entities", "certificates", "crls", "pending_requests")
+STORE_TABLES = (
+    "end_entities",
+    "certificates",
+    "crls",
+    "pending_requests",
+    "revocation_counters",
+    "crl_coverage",
+)
 
 
 def _schema(connection: Connection) -> Schema:
@@ -78,6 +85,8 @@ async def test_open_creates_the_schema(database_url: str) -> None:
         "certificates": {"uq_certificates_ca_serial"},
         "crls": {"uq_crls_ca_number"},
         "pending_requests": {"uq_pending_requests_alias_transaction_id_key_id"},
+        "revocation_counters": set(),
+        "crl_coverage": set(),
     }
     assert schema.indexes == {
         "end_entities": {},
@@ -93,6 +102,8 @@ async def test_open_creates_the_schema(database_url: str) -> None:
             "ix_pending_requests_status_expires_at": ["status", "expires_at"],
             "uq_pending_requests_open_entity": ["alias", "username"],
         },
+        "revocation_counters": {},
+        "crl_coverage": {},
     }
     assert schema.entity_pk == ["username"]
     assert schema.diff == [], "migrations and tables.py disagree"
@@ -222,6 +233,8 @@ async def test_upgrade_from_0001_keeps_the_rows(database_url: str) -> None:
         # The old rows work with what 0002 added.
         revoked = await store.revoke_certificate(CA, 0x1, "superseded", T0 + timedelta(days=2))
         assert await store.revoked_certificates(CA) == [certs[2], revoked]
+        # 0005 counted the revocation made before it; the new one counts on.
+        assert await store.revocation_count(CA) == 2
         await store.record_issuance(
             make_certificate(0x3, username="bob"),
             upsert_entity=replace(entities[1], subject_dn="CN=bob", updated_at=T0 + timedelta(1)),
