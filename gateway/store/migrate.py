@@ -14,7 +14,10 @@ A developer creates the next migration with::
 
 from __future__ import annotations
 
-from pathlib import Path
+import atexit
+from contextlib import ExitStack
+from functools import cache
+from importlib import resources
 
 from alembic import command
 from alembic.config import Config
@@ -26,7 +29,20 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.errors import StoreError
 from gateway.store.engine import WRITE_OPTIONS
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+@cache
+def migrations_dir() -> str:
+    """The ``migrations/`` package data as a directory Alembic can list.
+
+    Found through :mod:`importlib.resources`, so it is the installed package's copy wherever that
+    is. From a plain install it is that directory itself; a zip import is extracted once for the
+    life of the process (Alembic reads the scripts as files).
+    """
+    stack = ExitStack()
+    atexit.register(stack.close)
+    path = stack.enter_context(resources.as_file(resources.files("gateway.store") / "migrations"))
+    return str(path)
+
 
 _POSTGRES_LOCK_KEY = 0x5343_4550_4757_0001
 """pg_advisory_xact_lock key held while migrating ("SCEPGW" 1)."""
@@ -36,7 +52,7 @@ def alembic_config(*, connection: Connection | None = None, url: str | None = No
     """An Alembic configuration for our migrations, running on ``connection`` or ``url``."""
     config = Config()
     # ConfigParser interpolates '%': escape it in paths.
-    config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+    config.set_main_option("script_location", migrations_dir().replace("%", "%%"))
     config.set_main_option("path_separator", "os")
     if url is not None:
         config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
