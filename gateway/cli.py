@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from importlib import metadata
 from pathlib import Path
 
 from cryptography import x509
@@ -18,7 +19,7 @@ from gateway.app import utc_now
 from gateway.ca import bootstrap
 from gateway.ca.crl import REASONS
 from gateway.ca.local import LocalCA
-from gateway.config import loader
+from gateway.config import loader, resources
 from gateway.config.model import KeyPairConfig
 from gateway.errors import ConfigError, GatewayError
 from gateway.policy.codes import (
@@ -97,6 +98,16 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         return 0 if args.explain in snapshot.aliases else 1
     profiles = len(config.certificate_profiles) + len(config.end_entity_profiles)
     print(f"ok: {len(config.aliases)} aliases, {len(config.cas)} CAs, {profiles} profiles")
+    return 0
+
+
+def cmd_schemas(args: argparse.Namespace) -> int:
+    """Write the packaged JSON Schemas, for editors of a config repository (`$schema`)."""
+    target = Path(args.directory)
+    target.mkdir(parents=True, exist_ok=True)
+    for name, text in resources.schema_texts().items():
+        (target / name).write_text(text, encoding="utf-8")
+    print(f"wrote {len(resources.schema_texts())} schemas to {target}")
     return 0
 
 
@@ -393,6 +404,14 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+def _add_schemas(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    schemas_cmd = sub.add_parser(
+        "schemas", help="write the JSON Schemas of the config files to a directory (for editors)"
+    )
+    schemas_cmd.add_argument("directory")
+    schemas_cmd.set_defaults(func=cmd_schemas)
+
+
 def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -412,6 +431,9 @@ def parser() -> argparse.ArgumentParser:
         "data directory; env SCEP_GATEWAY_DATABASE)",
     )
     top = argparse.ArgumentParser(prog="scep-gateway", description="SCEP enrollment gateway")
+    top.add_argument(
+        "--version", action="version", version=f"%(prog)s {metadata.version('scep-gateway')}"
+    )
     sub = top.add_subparsers(dest="command", required=True)
 
     serve_cmd = sub.add_parser("serve", parents=[common], help="serve SCEP over HTTP")
@@ -459,6 +481,7 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("directory")
     check.add_argument("--explain", metavar="ALIAS", help="print the effective values of an alias")
     check.set_defaults(func=cmd_check_config)
+    _add_schemas(sub)
 
     ca = sub.add_parser("ca", help="CA operations")
     ca_sub = ca.add_subparsers(dest="ca_command", required=True)
