@@ -39,6 +39,7 @@ INSTALL_SECONDS = 600
 
 @dataclass(frozen=True)
 class Installed:
+    wheel: Path
     venv: Path
     work: Path  # the working directory of every command: outside the repository
 
@@ -95,7 +96,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     work = tmp / "work"
     work.mkdir()
-    target = Installed(venv=venv, work=work)
+    target = Installed(wheel=wheel, venv=venv, work=work)
     # Dependencies come from the index as for any user: the wheel's metadata must be complete.
     install = target.run(
         target.bin("python"), "-m", "pip", "install", "--quiet", str(wheel), timeout=INSTALL_SECONDS
@@ -119,6 +120,48 @@ def test_the_installed_package_is_the_wheel_not_the_source_tree(installed: Insta
     assert Path(migrations).resolve().is_relative_to(site_packages)
     assert int(schemas) == len(list((REPO / "gateway/config/schemas").glob("*.schema.json")))
     assert not Path(module).resolve().is_relative_to(REPO)
+
+
+# Run by the fresh venv's interpreter with the wheel file itself first on sys.path: a zip import.
+ZIP_IMPORT = """
+import asyncio, sqlite3, sys
+sys.path.insert(0, sys.argv[1])
+import gateway
+from gateway.cli import main
+from gateway.store import Store
+from gateway.store.migrate import head_revision
+
+async def migrate(path):
+    async with await Store.open(f"sqlite+aiosqlite:///{path}"):
+        pass
+
+asyncio.run(migrate(sys.argv[2]))
+with sqlite3.connect(sys.argv[2]) as db:
+    (migrated,) = db.execute("SELECT version_num FROM alembic_version").fetchone()
+print(gateway.__file__)
+print(head_revision(), migrated)
+sys.exit(main(["check-config", sys.argv[3], "--data-dir", sys.argv[4]]))
+"""
+
+
+def test_a_zip_import_of_the_wheel_finds_schemas_and_migrations(installed: Installed) -> None:
+    config = installed.work / "zip-config"
+    shutil.copytree(CONFIG_EXAMPLE, config)
+    result = installed.run(
+        installed.bin("python"),
+        "-I",
+        "-c",
+        ZIP_IMPORT,
+        str(installed.wheel),
+        str(installed.work / "zip.db"),
+        str(config),
+        str(installed.work / "zip-data"),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    module, revisions = result.stdout.splitlines()[:2]
+    assert module == str(installed.wheel / "gateway" / "__init__.py")
+    head, migrated = revisions.split()
+    assert head == migrated
 
 
 def test_version_is_the_distribution_version(installed: Installed) -> None:

@@ -15,9 +15,12 @@ A developer creates the next migration with::
 from __future__ import annotations
 
 import atexit
-from contextlib import ExitStack
+import shutil
+import tempfile
 from functools import cache
 from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
@@ -35,13 +38,26 @@ def migrations_dir() -> str:
     """The ``migrations/`` package data as a directory Alembic can list.
 
     Found through :mod:`importlib.resources`, so it is the installed package's copy wherever that
-    is. From a plain install it is that directory itself; a zip import is extracted once for the
-    life of the process (Alembic reads the scripts as files).
+    is. From a plain install it is that directory itself. From a zip import it is extracted once
+    for the life of the process: Alembic reads the scripts as files, and Python 3.11's
+    ``resources.as_file`` copies single files only.
     """
-    stack = ExitStack()
-    atexit.register(stack.close)
-    path = stack.enter_context(resources.as_file(resources.files("gateway.store") / "migrations"))
-    return str(path)
+    found = resources.files("gateway.store") / "migrations"
+    if isinstance(found, Path):
+        return str(found)
+    target = Path(tempfile.mkdtemp(prefix="scep-gateway-migrations-"))
+    atexit.register(shutil.rmtree, target, ignore_errors=True)
+    _extract(found, target)
+    return str(target)
+
+
+def _extract(source: Traversable, target: Path) -> None:
+    for entry in source.iterdir():
+        if entry.is_dir():
+            (target / entry.name).mkdir()
+            _extract(entry, target / entry.name)
+        elif entry.name.endswith((".py", ".mako")):
+            (target / entry.name).write_bytes(entry.read_bytes())
 
 
 _POSTGRES_LOCK_KEY = 0x5343_4550_4757_0001
