@@ -54,6 +54,6 @@ bench: $(TEST_STAMP) clients
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
 
-## make docs: regenerate docs/configuration.md from schemas/
+## make docs: regenerate docs/configuration.md from gateway/config/schemas/
 docs: $(STAMP)
 	$(BIN)/python -m gateway.config.reference > docs/configuration.md

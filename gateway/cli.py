@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from importlib import metadata
 from pathlib import Path
 
 from cryptography import x509
@@ -18,7 +19,7 @@ from gateway.app import utc_now
 from gateway.ca import bootstrap
 from gateway.ca.crl import REASONS
 from gateway.ca.local import LocalCA
-from gateway.config import loader
+from gateway.config import loader, resources
 from gateway.config.model import KeyPairConfig
 from gateway.errors import ConfigError, GatewayError
 from gateway.limits import LimitSettings
@@ -118,6 +119,16 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         return 0 if args.explain in snapshot.aliases else 1
     profiles = len(config.certificate_profiles) + len(config.end_entity_profiles)
     print(f"ok: {len(config.aliases)} aliases, {len(config.cas)} CAs, {profiles} profiles")
+    return 0
+
+
+def cmd_schemas(args: argparse.Namespace) -> int:
+    """Write the packaged JSON Schemas, for editors of a config repository (`$schema`)."""
+    target = Path(args.directory)
+    target.mkdir(parents=True, exist_ok=True)
+    for name, text in resources.schema_texts().items():
+        (target / name).write_text(text, encoding="utf-8")
+    print(f"wrote {len(resources.schema_texts())} schemas to {target}")
     return 0
 
 
@@ -424,36 +435,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--config",
-        default=os.environ.get("SCEP_GATEWAY_CONFIG", "config.example"),
-        help="configuration directory (env SCEP_GATEWAY_CONFIG)",
+def _add_schemas(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    schemas_cmd = sub.add_parser(
+        "schemas", help="write the JSON Schemas of the config files to a directory (for editors)"
     )
-    common.add_argument(
-        "--data-dir",
-        default=os.environ.get("SCEP_GATEWAY_DATA", "var"),
-        help="state directory: CA files, SQLite database (env SCEP_GATEWAY_DATA)",
-    )
-    common.add_argument(
-        "--database",
-        default=os.environ.get("SCEP_GATEWAY_DATABASE"),
-        help="SQLAlchemy URL, e.g. postgresql+asyncpg://user@host/db (default: SQLite in the "
-        "data directory; env SCEP_GATEWAY_DATABASE)",
-    )
-    top = argparse.ArgumentParser(prog="scep-gateway", description="SCEP enrollment gateway")
-    sub = top.add_subparsers(dest="command", required=True)
+    schemas_cmd.add_argument("directory")
+    schemas_cmd.set_defaults(func=cmd_schemas)
 
-    serve_cmd = sub.add_parser("serve", parents=[common], help="serve SCEP over HTTP")
-    serve_cmd.add_argument("--bind", default="127.0.0.1:8080", help="HOST:PORT to listen on")
-    serve_cmd.add_argument(
-        "--workers",
-        type=_positive,
-        default=int(os.environ.get("SCEP_GATEWAY_WORKERS", "1")),
-        help="worker processes sharing the port; one per core uses the machine "
-        "(env SCEP_GATEWAY_WORKERS, default 1)",
-    )
+
+def _add_bounds(serve_cmd: argparse.ArgumentParser) -> None:
+    """The serve flags that bound waits and costs (docs/security.md sections 4 and 7)."""
     for flag, env, default, meaning in (
         ("--store-timeout", "STORE_TIMEOUT", 5.0, "overall bound of one database operation"),
         (
@@ -490,12 +481,49 @@ def parser() -> argparse.ArgumentParser:
             type=_positive if kind is int else _positive_float,
             help=text,
         )
+
+
+def parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        default=os.environ.get("SCEP_GATEWAY_CONFIG", "config.example"),
+        help="configuration directory (env SCEP_GATEWAY_CONFIG)",
+    )
+    common.add_argument(
+        "--data-dir",
+        default=os.environ.get("SCEP_GATEWAY_DATA", "var"),
+        help="state directory: CA files, SQLite database (env SCEP_GATEWAY_DATA)",
+    )
+    common.add_argument(
+        "--database",
+        default=os.environ.get("SCEP_GATEWAY_DATABASE"),
+        help="SQLAlchemy URL, e.g. postgresql+asyncpg://user@host/db (default: SQLite in the "
+        "data directory; env SCEP_GATEWAY_DATABASE)",
+    )
+    top = argparse.ArgumentParser(prog="scep-gateway", description="SCEP enrollment gateway")
+    top.add_argument(
+        "--version", action="version", version=f"%(prog)s {metadata.version('scep-gateway')}"
+    )
+    sub = top.add_subparsers(dest="command", required=True)
+
+    serve_cmd = sub.add_parser("serve", parents=[common], help="serve SCEP over HTTP")
+    serve_cmd.add_argument("--bind", default="127.0.0.1:8080", help="HOST:PORT to listen on")
+    serve_cmd.add_argument(
+        "--workers",
+        type=_positive,
+        default=int(os.environ.get("SCEP_GATEWAY_WORKERS", "1")),
+        help="worker processes sharing the port; one per core uses the machine "
+        "(env SCEP_GATEWAY_WORKERS, default 1)",
+    )
+    _add_bounds(serve_cmd)
     serve_cmd.set_defaults(func=cmd_serve)
 
     check = sub.add_parser("check-config", parents=[common], help="validate a config directory")
     check.add_argument("directory")
     check.add_argument("--explain", metavar="ALIAS", help="print the effective values of an alias")
     check.set_defaults(func=cmd_check_config)
+    _add_schemas(sub)
 
     ca = sub.add_parser("ca", help="CA operations")
     ca_sub = ca.add_subparsers(dest="ca_command", required=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import re
 from collections.abc import Callable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
@@ -23,7 +22,7 @@ import yaml
 from cryptography import x509
 from referencing import Registry, Resource
 
-from gateway.config import messages, presets
+from gateway.config import messages, presets, resources
 from gateway.config.model import (
     PHASES,
     AliasConfig,
@@ -48,8 +47,6 @@ from gateway.config.model import (
 from gateway.errors import ConfigError, ConfigIssue
 from gateway.policy import names
 
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
-
 
 @dataclass(frozen=True)
 class Kind:
@@ -69,8 +66,7 @@ _NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 @cache
 def _registry() -> Registry[Any]:
     return Registry().with_resources(
-        (path.name, Resource.from_contents(json.loads(path.read_text())))
-        for path in sorted(SCHEMA_DIR.glob("*.schema.json"))
+        (name, Resource.from_contents(contents)) for name, contents in resources.schemas().items()
     )
 
 

@@ -14,12 +14,11 @@ import difflib
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from functools import cache
-from pathlib import Path
 from typing import Any, cast
 
 import jsonschema
 
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
+from gateway.config import resources
 
 _TYPES = {
     "object": "an object",
@@ -47,8 +46,7 @@ def _walk(node: object) -> Iterator[str]:
 def known_names() -> frozenset[str]:
     """Every key a schema names, and the DN field names (the keys of `subject.defaults`)."""
     names: set[str] = set()
-    for path in SCHEMA_DIR.glob("*.schema.json"):
-        contents = json.loads(path.read_text())
+    for contents in resources.schemas().values():
         names.update(_walk(contents))
         if contents.get("$id") == "dn-field.schema.json":
             names.update(contents["enum"])

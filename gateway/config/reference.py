@@ -72,9 +72,9 @@ def render() -> str:
     out = [
         "# Configuration reference",
         "",
-        "Generated from `schemas/` by `make docs`; do not edit by hand. Every file is validated",
-        "against its schema on load (`scep-gateway check-config DIR`), unknown keys are errors,",
-        "and relative paths are relative to the data directory (`--data-dir`).",
+        "Generated from `gateway/config/schemas/` by `make docs`; do not edit by hand. Every",
+        "file is validated against its schema on load (`scep-gateway check-config DIR`), unknown",
+        "keys are errors, and relative paths are relative to the data directory (`--data-dir`).",
         "",
     ]
     for kind, where in _SECTIONS:

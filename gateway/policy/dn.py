@@ -1,4 +1,4 @@
-"""Subject DN field names as the configuration spells them (schemas/dn-field.schema.json)."""
+"""Subject DN field names as the configuration spells them (`dn-field.schema.json`)."""
 
 from __future__ import annotations
 

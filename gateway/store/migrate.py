@@ -14,6 +14,12 @@ A developer creates the next migration with::
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
+from functools import cache
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from alembic import command
@@ -26,7 +32,33 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.errors import StoreError
 from gateway.store.engine import WRITE_OPTIONS
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+@cache
+def migrations_dir() -> str:
+    """The ``migrations/`` package data as a directory Alembic can list.
+
+    Found through :mod:`importlib.resources`, so it is the installed package's copy wherever that
+    is. From a plain install it is that directory itself. From a zip import it is extracted once
+    for the life of the process: Alembic reads the scripts as files, and Python 3.11's
+    ``resources.as_file`` copies single files only.
+    """
+    found = resources.files("gateway.store") / "migrations"
+    if isinstance(found, Path):
+        return str(found)
+    target = Path(tempfile.mkdtemp(prefix="scep-gateway-migrations-"))
+    atexit.register(shutil.rmtree, target, ignore_errors=True)
+    _extract(found, target)
+    return str(target)
+
+
+def _extract(source: Traversable, target: Path) -> None:
+    for entry in source.iterdir():
+        if entry.is_dir():
+            (target / entry.name).mkdir()
+            _extract(entry, target / entry.name)
+        elif entry.name.endswith((".py", ".mako")):
+            (target / entry.name).write_bytes(entry.read_bytes())
+
 
 _POSTGRES_LOCK_KEY = 0x5343_4550_4757_0001
 """pg_advisory_xact_lock key held while migrating ("SCEPGW" 1)."""
@@ -36,7 +68,7 @@ def alembic_config(*, connection: Connection | None = None, url: str | None = No
     """An Alembic configuration for our migrations, running on ``connection`` or ``url``."""
     config = Config()
     # ConfigParser interpolates '%': escape it in paths.
-    config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+    config.set_main_option("script_location", migrations_dir().replace("%", "%%"))
     config.set_main_option("path_separator", "os")
     if url is not None:
         config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
