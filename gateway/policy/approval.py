@@ -135,14 +135,16 @@ async def find_own_pending(store: Store, alias: str, request: PkiRequest) -> Pen
     PKCSReq (Apple's MDM signer is not the CSR key, REP-06). Anyone else gets None, and with
     it exactly the answer of an unknown transactionID.
     """
-    key_id = scep_csr.key_id(request.signer.public_key)
-    found = await store.find_pending_for_key(alias, request.transaction_id, key_id, or_signer=True)
-    if found is None:
-        # A PKCSReq of the same key under a new transactionID was answered PENDING for the
-        # request already stored (one open request per end entity): its polls carry the new
-        # transactionID. The key, not the transactionID, is what binds a poll to a request.
-        found = await store.find_latest_pending_for_key(alias, key_id)
-    return found
+    # any_transaction: a PKCSReq of the same key under a new transactionID was answered PENDING
+    # for the request already stored (one open request per end entity), so its polls carry the
+    # new transactionID. The key, not the transactionID, binds a poll to its request.
+    return await store.find_pending_for_key(
+        alias,
+        request.transaction_id,
+        scep_csr.key_id(request.signer.public_key),
+        or_signer=True,
+        any_transaction=True,
+    )
 
 
 def stored_csr(pending: PendingRequest) -> scep_csr.CertificationRequest:

@@ -1031,49 +1031,35 @@ class Store:
         return None if row is None else _pending_from_row(row)
 
     async def find_pending_for_key(
-        self, alias: str, transaction_id: str, key_id: str, *, or_signer: bool = False
+        self,
+        alias: str,
+        transaction_id: str,
+        key_id: str,
+        *,
+        or_signer: bool = False,
+        any_transaction: bool = False,
     ) -> PendingRequest | None:
         """The request of that transactionID (whatever its case) on the alias whose CSR key has
         id ``key_id`` (``or_signer``: or whose PKCSReq was signed by that key), else None.
 
-        The exact case wins, then the older one.
+        The exact case wins, then the older one. ``any_transaction``: failing those, the
+        newest request of that key under another transactionID.
         """
-        key = pending_requests.c.key_id == key_id
+        pending = pending_requests.c
+        same_transaction = pending.transaction_key == _transaction_key(transaction_id)
+        key = pending.key_id == key_id
         if or_signer:
-            key = or_(key, pending_requests.c.signer_key_id == key_id)
+            key = or_(key, pending.signer_key_id == key_id)
         query = (
             self._select_pending()
-            .where(
-                pending_requests.c.alias == alias,
-                pending_requests.c.transaction_key == _transaction_key(transaction_id),
-                key,
-            )
+            .where(pending.alias == alias, key, *(() if any_transaction else (same_transaction,)))
             .order_by(
-                case((pending_requests.c.transaction_id == transaction_id, 0), else_=1),
-                pending_requests.c.id,
+                case((pending.transaction_id == transaction_id, 0), (same_transaction, 1), else_=2),
+                case((same_transaction, pending.id), else_=-pending.id),
             )
             .limit(1)
         )
         async with self._reading(f"find pending request {transaction_id!r}") as connection:
-            row = (await connection.execute(query)).mappings().one_or_none()
-        return None if row is None else _pending_from_row(row)
-
-    async def find_latest_pending_for_key(self, alias: str, key_id: str) -> PendingRequest | None:
-        """The newest request on the alias whose CSR key, or whose PKCSReq's signer key, has id
-        ``key_id``, whatever its transactionID and status."""
-        query = (
-            self._select_pending()
-            .where(
-                pending_requests.c.alias == alias,
-                or_(
-                    pending_requests.c.key_id == key_id,
-                    pending_requests.c.signer_key_id == key_id,
-                ),
-            )
-            .order_by(pending_requests.c.id.desc())
-            .limit(1)
-        )
-        async with self._reading("find pending request by key") as connection:
             row = (await connection.execute(query)).mappings().one_or_none()
         return None if row is None else _pending_from_row(row)
 
