@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from gateway.ca import bootstrap
 from gateway.ca.local import LocalCA
@@ -76,7 +77,7 @@ def build_ca(data_dir: Path, cfg: CaConfig, *, in_memory: bool = False) -> CaRun
         else:
             ra_signer = _pair(data_dir, cfg.ra.signer, cfg.source, "$.ra.signer")
             ra_encrypter = _pair(data_dir, cfg.ra.encrypter, cfg.source, "$.ra.encrypter")
-    return CaRuntime(
+    runtime = CaRuntime(
         name=cfg.name,
         issuer=issuer,
         chain=tuple(chain),
@@ -85,6 +86,23 @@ def build_ca(data_dir: Path, cfg: CaConfig, *, in_memory: bool = False) -> CaRun
         crl=cfg.crl,
         next=_next_generation(data_dir, cfg),
     )
+    check_decrypters(cfg.source, _decrypting_keys(runtime))
+    return runtime
+
+
+def _decrypting_keys(ca: CaRuntime) -> dict[str, KeyDecrypter]:
+    """The RSA keys of a CA that may open requests, by config path: its own key, its RA
+    encrypter, and those of its rollover generation. Probed once per CA, whatever the number
+    of aliases that use them."""
+    keys: dict[str, KeyDecrypter] = {}
+    for where, generation in (("$", ca), ("$.rollover", ca.next)):
+        if generation is None:
+            continue
+        if isinstance(generation.issuer.key_pair.private_key, rsa.RSAPrivateKey):
+            keys[f"{where}.key"] = generation.issuer.key_pair
+        if generation.ra_encrypter is not None:
+            keys[f"{where}.ra.encrypter"] = generation.ra_encrypter
+    return keys
 
 
 def _next_generation(data_dir: Path, cfg: CaConfig) -> CaRuntime | None:
@@ -153,18 +171,17 @@ def secret_reader(
 
 
 def check_decrypters(source: str, decrypters: Mapping[str, KeyDecrypter]) -> None:
-    """Refuse an alias whose decrypting key (by CA name) would answer PKCS#1 v1.5 errors as
-    errors: see ``scep.cms.rejects_implicitly``. One private-key operation per key and load."""
+    """Refuse keys (by config path) that would answer PKCS#1 v1.5 errors as errors: see
+    ``scep.cms.rejects_implicitly``. One private-key operation per key and load."""
     issues = []
-    for ca, decrypter in decrypters.items():
+    for where, decrypter in decrypters.items():
         if not scep_cms.rejects_implicitly(decrypter):
             issues.append(
                 ConfigIssue(
                     source,
-                    "$.scep_keys",
-                    f"the decryption key of {ca} does not reject bad PKCS#1 v1.5 "
-                    "padding implicitly (OpenSSL 3.2 or newer does); it would be a timing "
-                    "oracle on request keys",
+                    where,
+                    "the key does not reject bad PKCS#1 v1.5 padding implicitly (OpenSSL 3.2 "
+                    "or newer does); decrypting requests with it would be a timing oracle",
                 )
             )
     if issues:
@@ -191,7 +208,6 @@ def build_alias(
         )
     )
     keys = tuple(_keys(alias, generation) for n in names for generation in cas[n].generations)
-    check_decrypters(alias.source, {k.ca.name: k.decrypter for k in keys})
     return AliasRuntime(
         config=alias,
         own_ca=cas[alias.ca] if alias.ca else None,

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import padding as sym_padding
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from gateway.assembly import check_decrypters
+from gateway.assembly import assemble, check_decrypters
 from gateway.errors import ConfigError, ScepFailure
 from gateway.keys.files import KeyPair
 from gateway.scep import client, decode
@@ -273,12 +273,12 @@ def test_a_key_without_implicit_rejection_decrypts_no_request(tmp_path: Path) ->
     assert scep_cms.rejects_implicitly(pair)  # the OpenSSL linked here does it
     strict = _StrictDecrypter(pair)
     assert not scep_cms.rejects_implicitly(strict)
-    check_decrypters("aliases/fine.yaml", {"ManagementCA": pair})
+    check_decrypters("cas/Fine.yaml", {"$.key": pair})
     with pytest.raises(ConfigError) as refused:
-        check_decrypters("aliases/strict.yaml", {"ManagementCA": strict})
+        check_decrypters("cas/Strict.yaml", {"$.key": pair, "$.ra.encrypter": strict})
     (issue,) = refused.value.issues
-    assert issue.file == "aliases/strict.yaml"
-    assert "ManagementCA does not reject bad PKCS#1 v1.5 padding implicitly" in issue.message
+    assert (issue.file, issue.path) == ("cas/Strict.yaml", "$.ra.encrypter")
+    assert issue.message.startswith("the key does not reject bad PKCS#1 v1.5 padding implicitly")
 
 
 def test_good_and_bad_padding_take_the_same_path(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -322,3 +322,21 @@ def test_good_and_bad_padding_take_the_same_path(monkeypatch: pytest.MonkeyPatch
     assert outcomes[:2] == ["opened", "bad CBC padding"]
     assert outcomes[2] != "opened"
     assert len(checked) == 3
+
+
+def test_config_with_such_keys_does_not_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The probe runs when a CA loads, for every key that may open requests. No OpenSSL older
+    than 3.2 can run here, so the probe is made to answer as it would there."""
+    from gateway.config import loader
+
+    config = loader.load(copy_config(tmp_path))
+    assemble(config, tmp_path / "var", in_memory=True)  # loads as it is
+    monkeypatch.setattr(scep_cms, "rejects_implicitly", lambda decrypter: False)
+    with pytest.raises(ConfigError) as refused:
+        assemble(config, tmp_path / "var", in_memory=True)
+    assert sorted((i.file, i.path) for i in refused.value.issues) == [
+        ("cas/ManagementCA.yaml", "$.key"),
+        ("cas/ManagementCA.yaml", "$.ra.encrypter"),
+    ]
