@@ -80,7 +80,7 @@ class Enrollment:
         # (decryption, code hashing); everyone else waits for a place (or gets HTTP 503).
         return await self.limits.guard(
             client,
-            alias.name.encode() + b"\0" + body,
+            (alias.name.encode(), body),
             lambda refusal: self._answer(alias, message, refusal),
         )
 

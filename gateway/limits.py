@@ -18,7 +18,7 @@ import ipaddress
 import os
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import ParamSpec, Protocol, TypeVar, cast
@@ -242,7 +242,7 @@ class Limits:
     async def guard(
         self,
         client: str | None,
-        request: bytes,
+        request: Sequence[bytes],
         answer: Callable[[ScepFailure | None], Awaitable[_A]],
     ) -> _A:
         """Run ``answer`` for a PKIOperation from ``client`` behind the PKIOperation gate.
@@ -250,11 +250,12 @@ class Limits:
         ``answer`` gets the FAILURE to give instead of doing anything expensive when the
         source is over its budget (else None). A FAILURE answer uses the budget, and so does
         a code check refused for want of a place: it was decrypted for nothing. ``request``
-        (alias and body) names the request: a replayed one that was refused gets the same
+        (its parts: alias and body) names the request: a replayed one that was refused gets the same
         signed refusal again, without another signature.
         """
         refusal = self.refusal(client)
-        key = hashlib.sha256(request).digest() if refusal is not None else b""
+        # Only a refused request is named: the others pay nothing for it.
+        key = hashlib.sha256(b"\0".join(request)).digest() if refusal is not None else b""
         if refusal is not None:
             # A refused source waits for its answer: a client that sends its next request
             # when the answer came (a replay loop does) is slowed to one per delay and

@@ -346,19 +346,19 @@ async def test_what_uses_the_failure_budget() -> None:
         raise Overloaded("code check", 0.0)
 
     for status in ("SUCCESS", "PENDING") * 10:
-        await limits.guard("192.0.2.1", b"r", answer(status))
-    await limits.guard("192.0.2.1", b"r", answer("FAILURE"))
+        await limits.guard("192.0.2.1", (b"r",), answer(status))
+    await limits.guard("192.0.2.1", (b"r",), answer("FAILURE"))
     with pytest.raises(Overloaded):  # decrypted, then no place for its code check
-        await limits.guard("192.0.2.1", b"r", shed)
-    await limits.guard("192.0.2.1", b"r", answer("FAILURE"))
+        await limits.guard("192.0.2.1", (b"r",), shed)
+    await limits.guard("192.0.2.1", (b"r",), answer("FAILURE"))
     assert refusals[:-1] == [None] * 21
     assert refusals[-1] is None
-    await limits.guard("192.0.2.1", b"r", answer("SUCCESS"))
+    await limits.guard("192.0.2.1", (b"r",), answer("SUCCESS"))
     refused = refusals[-1]
     assert refused is not None
     assert refused.client_text == TOO_MANY_FAILURES
     assert refused.fail_info is FailInfo.BAD_REQUEST
-    await limits.guard("192.0.2.2", b"r", answer("SUCCESS"))
+    await limits.guard("192.0.2.2", (b"r",), answer("SUCCESS"))
     assert refusals[-1] is None
 
 
