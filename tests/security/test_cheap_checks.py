@@ -10,14 +10,12 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
 from gateway.ca.local import generate_key
 from gateway.errors import FailInfo
@@ -67,22 +65,6 @@ def _huge_exponent_key() -> rsa.RSAPrivateKey:
     return numbers.private_key(unsafe_skip_rsa_key_validation=True)
 
 
-def _identity(key: rsa.RSAPrivateKey) -> client.Identity:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "costly")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    return client.Identity(certificate=cert, private_key=key)
-
-
 async def _post(gw: Gateway, body: bytes) -> tuple[int, bytes]:
     response = await gw.client.post("/scep/odd/pkiclient.exe?operation=PKIOperation", data=body)
     return response.status_code, await body_of(response)
@@ -92,7 +74,7 @@ async def test_a_signer_key_with_a_huge_exponent_is_refused_before_its_signature
     gw: Gateway,
 ) -> None:
     key = _huge_exponent_key()
-    device = Device("costly", key=key, signer=_identity(key))
+    device = Device("costly", key=key, signer=client.self_signed(key, "costly"))
     status, body = await _post(gw, device.pkcsreq(SECRET, gw.recipients("odd")))
     assert status == 200
     reply = client.read_cert_rep(body)
