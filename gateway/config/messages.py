@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import cache
 from typing import Any, cast
 
@@ -97,6 +97,24 @@ def _type(expected: str | list[str], *, secret: bool) -> str:
     return "must be " + " or ".join(_TYPES.get(str(n), str(n)) for n in names)
 
 
+# What a schema rule says, built from the rule only: never from the value that broke it.
+_RULES: dict[str, Callable[[Any], str]] = {
+    "enum": lambda value: f"must be one of: {_one_of(value)}",
+    "const": lambda value: f"must be {_one_of([value])}",
+    "minLength": lambda value: f"must be at least {value} characters",
+    "maxLength": lambda value: f"must be at most {value} characters",
+    "pattern": lambda value: f"must match the regular expression {value}",
+    "minimum": lambda value: f"must be at least {value}",
+    "maximum": lambda value: f"must be at most {value}",
+    "exclusiveMinimum": lambda value: f"must be more than {value}",
+    "exclusiveMaximum": lambda value: f"must be less than {value}",
+    "minItems": lambda value: f"must have at least {value} items",
+    "maxItems": lambda value: f"must have at most {value} items",
+    "uniqueItems": lambda value: "must not list an item twice",
+    "not": lambda value: "is not allowed here",
+}
+
+
 def rules(
     error: jsonschema.ValidationError, *, secret: bool = False, key: bool = False
 ) -> list[str]:
@@ -112,34 +130,12 @@ def rules(
         return [f"{name!r} is a required property" for name in missing] or ["a field is missing"]
     if kind == "type":
         text = _type(value, secret=secret)
-    elif kind == "enum":
-        text = f"must be one of: {_one_of(value)}"
-    elif kind == "const":
-        text = f"must be {_one_of([value])}"
-    elif kind == "minLength":
-        text = "must not be empty" if value == 1 else f"must be at least {value} characters"
-    elif kind == "maxLength":
-        text = f"must be at most {value} characters"
-    elif kind == "pattern":
-        text = f"must match the regular expression {value}"
-    elif kind == "minimum":
-        text = f"must be at least {value}"
-    elif kind == "maximum":
-        text = f"must be at most {value}"
-    elif kind == "exclusiveMinimum":
-        text = f"must be more than {value}"
-    elif kind == "exclusiveMaximum":
-        text = f"must be less than {value}"
-    elif kind == "minItems":
-        text = f"must have at least {value} items"
-    elif kind == "maxItems":
-        text = f"must have at most {value} items"
-    elif kind == "uniqueItems":
-        text = "must not list an item twice"
+    elif kind == "minLength" and value == 1:
+        text = "must not be empty"
     elif kind in ("oneOf", "anyOf"):
         text = _type("object", secret=True) if secret else "matches none of the allowed forms"
-    elif kind == "not":
-        text = "is not allowed here"
+    elif kind in _RULES:
+        text = _RULES[kind](value)
     else:
         text = f"violates the schema rule {kind!r}"
     return [prefix + text]
