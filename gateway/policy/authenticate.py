@@ -65,6 +65,10 @@ class EndEntityChallenge:
         if csr is None:
             raise ScepFailure(FailInfo.BAD_REQUEST, "no certificate request")
         username = username_of(csr.subject)
+        if username and not username.isprintable():
+            # No registered name holds a control character (and PostgreSQL text cannot hold
+            # NUL): such a name is unknown, without asking the store, and counts no attempt.
+            username = None
         entity = await env.store.get_end_entity(username) if username else None
         code = _challenge(ctx)
         # Check the code before anything else, and spend the same time for an unknown user,

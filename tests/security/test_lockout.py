@@ -144,3 +144,10 @@ async def test_every_wrong_code_path_does_the_hash_work_of_a_real_check(
     sha256.clear()
     assert await _enroll(gw, "generated", generated) == ("SUCCESS",)
     assert (len(scrypt), len(sha256)) == (0, 1)
+
+
+async def test_a_name_with_a_control_character_is_an_unknown_user(gw: Gateway) -> None:
+    """Answered like any wrong code, not with the 503 a store fault gets (PostgreSQL text
+    holds no NUL), and without a failed-attempt write."""
+    for name in ("dev\x00ice", "dev\nice"):
+        assert await _enroll(gw, name, "Wrong-Code-1") == WRONG
