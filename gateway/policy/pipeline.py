@@ -149,15 +149,18 @@ class Pipeline:
             )
 
     async def run(self, ctx: EnrollmentContext, env: PolicyEnv) -> EnrollmentContext | Pending:
+        checked: x509.Name | None = None
         for _phase, policies in self.phases:
             for policy in policies:
                 outcome = await policy.apply(ctx, env)
                 if isinstance(outcome, Pending):
                     return outcome
                 ctx = outcome
-            # After each phase, so a subject waiting for approval was checked too.
-            if ctx.subject is not None:
+            # After each phase that set or changed it, so a subject waiting for approval was
+            # checked too.
+            if ctx.subject is not None and ctx.subject is not checked:
                 self._check_subject(ctx.subject)
+                checked = ctx.subject
         if not ctx.authenticated:
             # Nothing vouched for the requester (e.g. signed by an issued certificate on an
             # alias without renewal, and no challenge).
