@@ -72,18 +72,10 @@ class _SanMatcher:
         self.uri = tuple(names.parse_uri_pattern(p) for p in rules.uri)
         self.ip = tuple(names.parse_network(p) for p in rules.ip)
 
-    def check(self, name: x509.GeneralName) -> None:
-        """NameRefused unless ``name`` is well-formed (every mode that issues SANs)."""
+    def check(self, name: x509.GeneralName) -> bool:
+        """Whether ``name`` matches the allow-list; NameRefused unless it is well-formed
+        (every mode that issues SANs). Each name is parsed once, for both."""
         names.check_value_text(name)
-        if isinstance(name, x509.DNSName):
-            names.check_dns_name(name.value, allow_wildcard=self.wildcards)
-        elif isinstance(name, x509.RFC822Name):
-            names.check_email(name.value)
-        elif isinstance(name, x509.UniformResourceIdentifier):
-            names.check_uri(name.value)
-
-    def allowed(self, name: x509.GeneralName) -> bool:
-        """Whether the (checked) ``name`` matches the allow-list."""
         if isinstance(name, x509.DNSName):
             labels = names.check_dns_name(name.value, allow_wildcard=self.wildcards)
             return names.dns_matches(labels, self.dns)
@@ -141,13 +133,13 @@ class CertificateProfilePolicy:
             return replace(ctx, subject_alt_names=())
         for name in requested:
             try:
-                self._sans.check(name)
+                allowed = self._sans.check(name)
             except names.NameRefused as exc:
                 raise _refuse(
                     "a requested subject alternative name is not allowed",
                     f"profile {self._profile.name}: SAN {name!r}: {exc}",
                 ) from None
-            if mode == "allow_list" and not self._sans.allowed(name):
+            if mode == "allow_list" and not allowed:
                 raise _refuse(
                     "a requested subject alternative name is not allowed",
                     f"profile {self._profile.name}: SAN {name!r} not in the allow-list",
