@@ -121,10 +121,10 @@ def _decoded(ctx: EnrollmentContext, data: dict[str, Any]) -> EnrollmentContext:
     )
 
 
-def _same_key(stored: PendingRequest, csr: scep_csr.CertificationRequest) -> bool:
+def _same_key(stored: PendingRequest, key_id: str) -> bool:
     """The approval belongs to the key of the request that was approved, not to a name:
     anyone else who can produce the name must not collect it."""
-    return stored.key_id is not None and stored.key_id == scep_csr.key_id(csr.public_key)
+    return stored.key_id is not None and stored.key_id == key_id
 
 
 async def find_own_pending(store: Store, alias: str, request: PkiRequest) -> PendingRequest | None:
@@ -180,9 +180,10 @@ class ManualApproval:
                     "the end entity already holds a valid certificate; renew with it",
                     detail=f"username={ctx.username!r} serial={held.serial:x}",
                 )
+        key_id = scep_csr.key_id(csr.public_key)
         if ctx.username is not None:
             approved = await store.find_approved(self._alias, ctx.username)
-            if approved is not None and _same_key(approved, csr):
+            if approved is not None and _same_key(approved, key_id):
                 # Approved before, but its issuance failed: issue now, no second approval;
                 # exactly what was approved (the new request only proves the same key).
                 base = replace(
@@ -191,7 +192,6 @@ class ManualApproval:
                     pending_id=approved.id,
                 )
                 return decode_decision(base, approved.decision)
-        key_id = scep_csr.key_id(csr.public_key)
         request = PendingRequest(
             alias=self._alias,
             ca=ctx.ca,
